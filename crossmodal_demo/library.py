@@ -1,0 +1,86 @@
+"""Plain functions shared by the CLI and the app: open collections with their encoders, resolve item references."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Config
+from .encoders import EncoderSet, get_preset
+from .encoders.base import Encoder
+from .errors import UserError
+from .search import SearchService
+from .store import Collection, Item
+
+DEFAULT_PRESET = "offline"
+
+
+@dataclass
+class Library:
+    """A collection with the encoders it was built with, and a search service over both."""
+
+    collection: Collection
+    encoders: EncoderSet
+    config: Config
+
+    @property
+    def search(self) -> SearchService:
+        """A SearchService over this collection (cheap to create)."""
+        return SearchService(self.collection, self.encoders, self.config)
+
+
+def open_library(
+    config: Config,
+    name: str,
+    preset: str | None = None,
+    create: bool = False,
+    overrides: dict[str, Encoder] | None = None,
+) -> Library:
+    """Open (or with ``create``, create) collection ``name`` with the encoders of its preset.
+
+    An existing collection keeps the preset it was built with; asking for a different one fails
+    with a message that says how to rebuild.
+    """
+    if create:
+        encoders = EncoderSet(get_preset(preset or DEFAULT_PRESET), config, overrides)
+        coll = Collection.create(config.indexes_dir, name, encoders.manifest())
+        return Library(coll, encoders, config)
+    coll = Collection.open(config.indexes_dir, name)
+    stored = coll.manifest.get("preset", DEFAULT_PRESET)
+    encoders = EncoderSet(get_preset(preset or stored), config, overrides)
+    coll.check_compatible(encoders.manifest())
+    return Library(coll, encoders, config)
+
+
+def resolve_refs(coll: Collection, refs: list[str]) -> tuple[list[Item], list[str]]:
+    """Items named by id, absolute/relative path, path relative to the indexed root, or unique file name.
+
+    Returns (items found, refs that matched nothing or were ambiguous, with the reason).
+    """
+    found: dict[int, Item] = {}
+    unknown: list[str] = []
+    everything: list[Item] | None = None
+    for ref in refs:
+        if ref.isdigit() and (it := coll.get(int(ref))) is not None:
+            found[it.id] = it
+            continue
+        by_path = coll.find_by_path(os.path.abspath(os.path.expanduser(ref)))
+        if by_path:
+            found.update({i.id: i for i in by_path})
+            continue
+        if everything is None:
+            everything = coll.items()
+        matches = [i for i in everything if os.path.relpath(i.path, i.root) == ref] or [
+            i for i in everything if Path(i.path).name == ref
+        ]
+        if len(matches) == 1:
+            found[matches[0].id] = matches[0]
+        elif len(matches) > 1:
+            unknown.append(f"{ref} (ambiguous: matches ids {', '.join(str(m.id) for m in matches)}; give an id)")
+        else:
+            unknown.append(f"{ref} (no such id or path in collection {coll.name!r})")
+    return list(found.values()), unknown
+
+
+__all__ = ["Library", "open_library", "resolve_refs", "UserError", "DEFAULT_PRESET"]

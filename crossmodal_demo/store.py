@@ -1,0 +1,437 @@
+"""Collections on disk: SQLite is the truth, FAISS indexes are a derived, rebuildable cache.
+
+Layout of ``<indexes_dir>/<name>/``::
+
+    manifest.json          schema version, preset, encoders, spaces (written atomically)
+    items.sqlite           items + their vectors per (space, channel); WAL, synchronous=FULL
+    faiss/<space>.<channel>.<modality>.faiss   one exact inner-product index per partition
+
+A *channel* is what a vector was computed from: ``content`` (the item itself) or ``caption``.
+Indexes are partitioned by target modality so ``--target`` filters exactly, with no over-fetching.
+An item and all its vectors are written in one SQLite transaction, so a crash never leaves half an
+item; index files are written to a temp file, fsynced and ``os.replace``d, and an index whose ids
+disagree with SQLite is rebuilt from SQLite when the collection opens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from .errors import UserError
+
+SCHEMA_VERSION = 1
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+IndexKey = tuple[str, str, str]  # (space, channel, modality)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    path TEXT NOT NULL,
+    root TEXT NOT NULL,
+    modality TEXT NOT NULL CHECK (modality IN ('image', 'audio', 'text')),
+    sha256 TEXT NOT NULL UNIQUE,
+    caption TEXT,
+    transcript TEXT,
+    size INTEGER NOT NULL,
+    added_at REAL NOT NULL,
+    note TEXT
+);
+CREATE INDEX IF NOT EXISTS items_path ON items(path);
+CREATE TABLE IF NOT EXISTS vectors (
+    item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+    space TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    vec BLOB NOT NULL,
+    PRIMARY KEY (item_id, space, channel)
+);
+"""
+
+
+@dataclass
+class Item:
+    """One indexed file. ``path`` is absolute; ``added_at`` is Unix time in seconds."""
+
+    id: int
+    path: str
+    root: str
+    modality: str
+    sha256: str
+    caption: str | None
+    transcript: str | None
+    size: int
+    added_at: float
+    note: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict (the ``list --json`` item fields)."""
+        d = dict(self.__dict__)
+        d["added_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.added_at))
+        d["relpath"] = os.path.relpath(self.path, self.root) if self.path.startswith(self.root) else self.path
+        return d
+
+
+@dataclass
+class NewItem:
+    """An item ready to commit: metadata plus its vectors, ``{(space, channel): float32 (dim,)}``."""
+
+    path: str
+    root: str
+    modality: str
+    sha256: str
+    size: int
+    caption: str | None = None
+    transcript: str | None = None
+    note: str | None = None
+    vectors: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+
+
+def collection_names(indexes_dir: Path) -> list[str]:
+    """Names of the collections under ``indexes_dir`` (folders holding a manifest)."""
+    d = Path(indexes_dir)
+    if not d.is_dir():
+        return []
+    return sorted(p.name for p in d.iterdir() if (p / "manifest.json").is_file())
+
+
+def check_name(name: str) -> str:
+    """Validate a collection name (it becomes a folder name)."""
+    if not NAME_RE.match(name or ""):
+        raise UserError(
+            f"Invalid collection name {name!r}: use 1-64 letters, digits, '_', '-' or '.', starting with a letter or digit."
+        )
+    return name
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a fsynced temp file and ``os.replace`` (readers never see a partial file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Collection:
+    """A persistent, thread-safe collection. Use :meth:`open` or :meth:`create`, not the constructor."""
+
+    def __init__(self, root: Path, manifest: dict[str, Any]) -> None:
+        import faiss
+
+        self._faiss = faiss
+        self.root = root
+        self.name = root.name
+        self.manifest = manifest
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(root / "items.sqlite", check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA busy_timeout=30000")
+        self._db.executescript(_SCHEMA)
+        self._indexes: dict[IndexKey, Any] = {}
+        self._dirty: set[IndexKey] = set()
+        self.rebuilt: list[IndexKey] = []  # which indexes had to be rebuilt at open (for tests / status)
+        self._load_indexes()
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def create(cls, indexes_dir: Path, name: str, manifest: dict[str, Any]) -> "Collection":
+        """Create collection ``name`` with ``manifest`` (preset, encoders, spaces), or open it if compatible."""
+        root = Path(indexes_dir) / check_name(name)
+        if (root / "manifest.json").is_file():
+            coll = cls.open(indexes_dir, name)
+            coll.check_compatible(manifest)
+            return coll
+        root.mkdir(parents=True, exist_ok=True)
+        full = {"schema_version": SCHEMA_VERSION, "name": name, "created_at": time.time(), **manifest}
+        atomic_write_bytes(root / "manifest.json", json.dumps(full, indent=2).encode())
+        return cls(root, full)
+
+    @classmethod
+    def open(cls, indexes_dir: Path, name: str) -> "Collection":
+        """Open an existing collection; unknown names fail listing the available ones."""
+        root = Path(indexes_dir) / check_name(name)
+        mf = root / "manifest.json"
+        if not mf.is_file():
+            known = collection_names(Path(indexes_dir))
+            hint = f"Available: {', '.join(known)}." if known else "There are no collections there yet."
+            raise UserError(
+                f"Unknown collection {name!r} in {Path(indexes_dir)}. {hint} "
+                "Create one with: python -m crossmodal_demo index PATH --collection NAME"
+            )
+        try:
+            manifest = json.loads(mf.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UserError(f"Collection {name!r}: manifest.json is unreadable ({exc}).") from None
+        version = manifest.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise UserError(
+                f"Collection {name!r} has schema version {version}; this version of crossmodal_demo reads "
+                f"{SCHEMA_VERSION}. Rebuild it: delete {root} and index the files again."
+            )
+        return cls(root, manifest)
+
+    def check_compatible(self, manifest: dict[str, Any]) -> None:
+        """Refuse to mix encoders: the requested preset must write the same models and dims as the stored one."""
+        mine = {n: (e["space"], e["dim"], e["model_id"]) for n, e in self.manifest.get("encoders", {}).items()}
+        theirs = {n: (e["space"], e["dim"], e["model_id"]) for n, e in manifest.get("encoders", {}).items()}
+        if mine != theirs:
+            raise UserError(
+                f"Collection {self.name!r} was built with preset {self.manifest.get('preset')!r} "
+                f"({', '.join(sorted(mine))}); preset {manifest.get('preset')!r} uses different encoders "
+                f"({', '.join(sorted(theirs))}). Use --preset {self.manifest.get('preset')}, or index into a new "
+                f"collection (--collection NEW), or rebuild: delete {self.root} and index again."
+            )
+
+    def close(self) -> None:
+        """Write dirty indexes and close the database."""
+        with self._lock:
+            self.flush()
+            self._db.close()
+
+    # ------------------------------------------------------------------ FAISS (derived)
+    def _index_path(self, key: IndexKey) -> Path:
+        return self.root / "faiss" / (".".join(key) + ".faiss")
+
+    def _new_index(self, dim: int) -> Any:
+        return self._faiss.IndexIDMap2(self._faiss.IndexFlatIP(dim))
+
+    def _stored_keys(self) -> list[IndexKey]:
+        rows = self._db.execute(
+            "SELECT DISTINCT v.space, v.channel, i.modality FROM vectors v JOIN items i ON i.id = v.item_id"
+        ).fetchall()
+        return [tuple(r) for r in rows]  # type: ignore[misc]
+
+    def _ids_for(self, key: IndexKey) -> np.ndarray:
+        rows = self._db.execute(
+            "SELECT v.item_id FROM vectors v JOIN items i ON i.id = v.item_id "
+            "WHERE v.space=? AND v.channel=? AND i.modality=? ORDER BY v.item_id",
+            key,
+        ).fetchall()
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def _load_indexes(self) -> None:
+        """Load each index file; rebuild from SQLite any that is missing, damaged or disagrees on ids."""
+        with self._lock:
+            self._indexes.clear()
+            for key in self._stored_keys():
+                ids = self._ids_for(key)
+                index = None
+                path = self._index_path(key)
+                if path.is_file():
+                    try:
+                        index = self._faiss.read_index(str(path))
+                        have = np.sort(self._faiss.vector_to_array(index.id_map).astype(np.int64))
+                        if not np.array_equal(have, ids):
+                            index = None
+                    except RuntimeError:
+                        index = None
+                if index is None:
+                    index = self._rebuild(key)
+                    self.rebuilt.append(key)
+                    self._dirty.add(key)
+                self._indexes[key] = index
+            self.flush()
+
+    def _rebuild(self, key: IndexKey) -> Any:
+        dim = int(self.manifest["spaces"][key[0]])
+        index = self._new_index(dim)
+        rows = self._db.execute(
+            "SELECT v.item_id, v.vec FROM vectors v JOIN items i ON i.id = v.item_id "
+            "WHERE v.space=? AND v.channel=? AND i.modality=?",
+            key,
+        ).fetchall()
+        if rows:
+            ids = np.array([r[0] for r in rows], dtype=np.int64)
+            vecs = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+            index.add_with_ids(vecs, ids)
+        return index
+
+    def flush(self) -> None:
+        """Write every index changed since the last flush (atomically)."""
+        with self._lock:
+            for key in sorted(self._dirty):
+                index = self._indexes.get(key)
+                path = self._index_path(key)
+                if index is None or index.ntotal == 0:
+                    path.unlink(missing_ok=True)
+                    continue
+                data = self._faiss.serialize_index(index).tobytes()
+                atomic_write_bytes(path, data)
+            self._dirty.clear()
+
+    # ------------------------------------------------------------------ writes
+    def add(self, items: list[NewItem]) -> list[int]:
+        """Commit ``items`` and their vectors in one transaction; returns their new ids.
+
+        Items whose content hash is already present are skipped (id -1 returned for them).
+        """
+        if not items:
+            return []
+        with self._lock:
+            ids: list[int] = []
+            now = time.time()
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for it in items:
+                    cur = self._db.execute(
+                        "INSERT OR IGNORE INTO items (path, root, modality, sha256, caption, transcript, size, added_at, note)"
+                        " VALUES (?,?,?,?,?,?,?,?,?)",
+                        (it.path, it.root, it.modality, it.sha256, it.caption, it.transcript, it.size, now, it.note),
+                    )
+                    if cur.rowcount == 0:
+                        ids.append(-1)
+                        continue
+                    item_id = int(cur.lastrowid)  # type: ignore[arg-type]
+                    ids.append(item_id)
+                    for (space, channel), vec in it.vectors.items():
+                        v = np.ascontiguousarray(vec, dtype=np.float32)
+                        if v.shape != (int(self.manifest["spaces"][space]),):
+                            raise ValueError(f"vector for {space}/{channel} has shape {v.shape}")
+                        self._db.execute(
+                            "INSERT INTO vectors (item_id, space, channel, vec) VALUES (?,?,?,?)",
+                            (item_id, space, channel, v.tobytes()),
+                        )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            # Only after the commit: the in-memory indexes mirror what is durable.
+            for it, item_id in zip(items, ids):
+                if item_id < 0:
+                    continue
+                for (space, channel), vec in it.vectors.items():
+                    key = (space, channel, it.modality)
+                    if key not in self._indexes:
+                        self._indexes[key] = self._new_index(int(self.manifest["spaces"][space]))
+                    self._indexes[key].add_with_ids(
+                        np.ascontiguousarray(vec, dtype=np.float32)[None, :], np.array([item_id], dtype=np.int64)
+                    )
+                    self._dirty.add(key)
+            return ids
+
+    def remove(self, ids: Iterable[int]) -> list[int]:
+        """Delete items (and their vectors in every space) by id; returns the ids actually removed."""
+        wanted = sorted({int(i) for i in ids})
+        with self._lock:
+            present = [i for i in wanted if self.get(i) is not None]
+            if not present:
+                return []
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("DELETE FROM items WHERE id=?", [(i,) for i in present])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            sel = np.array(present, dtype=np.int64)
+            for key, index in self._indexes.items():
+                if index.remove_ids(sel):
+                    self._dirty.add(key)
+            self.flush()
+            return present
+
+    # ------------------------------------------------------------------ reads
+    def _row_to_item(self, r: sqlite3.Row) -> Item:
+        return Item(**{k: r[k] for k in r.keys()})
+
+    def get(self, item_id: int) -> Item | None:
+        """The item with ``item_id``, or None."""
+        r = self._db.execute("SELECT * FROM items WHERE id=?", (int(item_id),)).fetchone()
+        return self._row_to_item(r) if r else None
+
+    def get_many(self, ids: Iterable[int]) -> dict[int, Item]:
+        """Items by id (missing ids are absent from the result)."""
+        ids = [int(i) for i in ids]
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self._db.execute(f"SELECT * FROM items WHERE id IN ({marks})", ids).fetchall()
+        return {r["id"]: self._row_to_item(r) for r in rows}
+
+    def find_by_hash(self, sha256: str) -> Item | None:
+        """The item with this content hash, or None."""
+        r = self._db.execute("SELECT * FROM items WHERE sha256=?", (sha256,)).fetchone()
+        return self._row_to_item(r) if r else None
+
+    def find_by_path(self, path: str) -> list[Item]:
+        """Items whose stored absolute path equals ``path``."""
+        rows = self._db.execute("SELECT * FROM items WHERE path=?", (path,)).fetchall()
+        return [self._row_to_item(r) for r in rows]
+
+    def items(self, modality: str | None = None) -> list[Item]:
+        """All items (optionally of one modality), oldest first."""
+        if modality:
+            rows = self._db.execute("SELECT * FROM items WHERE modality=? ORDER BY id", (modality,)).fetchall()
+        else:
+            rows = self._db.execute("SELECT * FROM items ORDER BY id").fetchall()
+        return [self._row_to_item(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        """Number of items per modality, plus ``total``."""
+        out = {"image": 0, "audio": 0, "text": 0}
+        for modality, n in self._db.execute("SELECT modality, COUNT(*) FROM items GROUP BY modality"):
+            out[modality] = n
+        out["total"] = sum(out.values())
+        return out
+
+    def spaces_of(self, item_id: int) -> list[str]:
+        """'space/channel' names holding a vector of the item."""
+        rows = self._db.execute("SELECT space, channel FROM vectors WHERE item_id=? ORDER BY space, channel", (item_id,))
+        return [f"{s}/{c}" for s, c in rows]
+
+    def vectors_of(self, item_id: int) -> dict[tuple[str, str], np.ndarray]:
+        """The stored vectors of one item, ``{(space, channel): float32 (dim,)}``."""
+        rows = self._db.execute("SELECT space, channel, vec FROM vectors WHERE item_id=?", (item_id,))
+        return {(s, c): np.frombuffer(v, dtype=np.float32).copy() for s, c, v in rows}
+
+    def index_keys(self) -> list[IndexKey]:
+        """The (space, channel, modality) partitions that currently hold vectors."""
+        with self._lock:
+            return sorted(k for k, ix in self._indexes.items() if ix.ntotal > 0)
+
+    def index_ids(self, key: IndexKey) -> np.ndarray:
+        """Sorted ids held by one FAISS partition (for consistency checks)."""
+        with self._lock:
+            ix = self._indexes.get(key)
+            if ix is None:
+                return np.zeros(0, dtype=np.int64)
+            return np.sort(self._faiss.vector_to_array(ix.id_map).astype(np.int64))
+
+    def search(self, key: IndexKey, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` inner-product search in one partition: (scores float32 (q, k'), ids int64 (q, k')), k' ≤ k."""
+        with self._lock:
+            ix = self._indexes.get(key)
+            if ix is None or ix.ntotal == 0:
+                q = len(queries)
+                return np.zeros((q, 0), np.float32), np.zeros((q, 0), np.int64)
+            kk = min(k, ix.ntotal)
+            scores, ids = ix.search(np.ascontiguousarray(queries, dtype=np.float32), kk)
+            return scores, ids
