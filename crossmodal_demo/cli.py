@@ -7,6 +7,7 @@ exit 2, with no traceback. An indexing run that finished exits 0 even when some 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -17,6 +18,7 @@ from .config import load_config
 from .errors import UserError
 
 EXIT_USAGE = 2
+EXTENSIONS: tuple[str, ...] = ()  # e.g. "crossmodal_demo.cli_models"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,6 +59,14 @@ def _parser() -> argparse.ArgumentParser:
     rm.add_argument("--collection", required=True)
     rm.add_argument("refs", nargs="+", metavar="ID_OR_PATH")
     rm.add_argument("--json", action="store_true")
+
+    ix.set_defaults(func=cmd_index)
+    se.set_defaults(func=cmd_search)
+    ls.set_defaults(func=cmd_list)
+    rm.set_defaults(func=cmd_remove)
+    # Further subcommands live in their own modules: each exposes add_subcommands(sub, common).
+    for module in EXTENSIONS:
+        importlib.import_module(module).add_subcommands(sub, common)
     return p
 
 
@@ -69,9 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_audio_seconds=getattr(args, "max_audio_seconds", None),
             batch_size=getattr(args, "batch_size", None),
         )
-        return {"index": cmd_index, "search": cmd_search, "list": cmd_list, "remove": cmd_remove}[args.command](
-            args, config
-        )
+        return int(args.func(args, config))
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
