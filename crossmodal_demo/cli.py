@@ -11,6 +11,7 @@ import importlib
 import json
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -83,6 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        # Output piped into `head` etc.: stop quietly, like other command-line tools.
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("interrupted; everything committed so far is kept.", file=sys.stderr)
         return 130
@@ -124,6 +129,9 @@ def cmd_index(args: argparse.Namespace, config: Any) -> int:
         f"({report.items_per_second:.1f} items/s); {len(report.duplicates)} already indexed; "
         f"{len(report.problems)} skipped."
     )
+    if report.ignored:
+        kinds = Counter(Path(p).suffix.lower() or Path(p).name for p in report.ignored)
+        print(f"ignored {len(report.ignored)} file(s) of other types: " + ", ".join(f"{k} ×{v}" for k, v in kinds.most_common()))
     for n in report.notes:
         print(f"  note: {n.path}: {n.reason}")
     if report.problems:

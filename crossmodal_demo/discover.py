@@ -43,6 +43,8 @@ class Discovery:
 
     candidates: list[Candidate] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    # Files of other types met while walking a folder (e.g. .json, .xmp): not errors, just not ours.
+    ignored: list[Path] = field(default_factory=list)
 
 
 def discover(paths: list[Path], max_caption_chars: int = 2000) -> Discovery:
@@ -57,7 +59,9 @@ def discover(paths: list[Path], max_caption_chars: int = 2000) -> Discovery:
         if given.is_dir():
             root = given.resolve()
             files = _walk(root, out.problems)
+            walked = True
         else:
+            walked = False
             root = given.resolve().parent
             files = [given.absolute()]
         captions = _Captions(root, out.problems, max_caption_chars)
@@ -66,6 +70,9 @@ def discover(paths: list[Path], max_caption_chars: int = 2000) -> Discovery:
             if f in sidecars or f.name in MANIFESTS:
                 continue
             modality = modality_of(f)
+            if modality is None and walked:
+                out.ignored.append(f)
+                continue
             if modality is None:
                 out.problems.append(
                     Problem(str(f), f"unsupported file type '{f.suffix or f.name}' (accepted: {accepted_extensions()})")

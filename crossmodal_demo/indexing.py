@@ -35,6 +35,7 @@ class IndexReport:
     replaced: list[int] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     notes: list[Problem] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -50,6 +51,7 @@ class IndexReport:
             "replaced": len(self.replaced),
             "errors": [{"path": p.path, "reason": p.reason} for p in self.problems],
             "notes": [{"path": p.path, "note": p.reason} for p in self.notes],
+            "ignored": self.ignored,
             "seconds": round(self.seconds, 3),
             "items_per_second": round(self.items_per_second, 3),
         }
@@ -104,7 +106,7 @@ def index_paths(
     """Index files and folders into ``collection``; returns what was added, skipped and why."""
     t0 = time.perf_counter()
     found = discover([Path(p) for p in paths], max_caption_chars=config.max_caption_chars)
-    report = IndexReport(problems=list(found.problems))
+    report = IndexReport(problems=list(found.problems), ignored=[str(p) for p in found.ignored])
     total = len(found.candidates)
     done = 0
     chunks = [

@@ -1,0 +1,188 @@
+"""Collections: de-duplication, removal from every space, bad files in a batch, crash safety, manifests."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from crossmodal_demo.config import Config, load_config
+from crossmodal_demo.errors import UserError
+from crossmodal_demo.indexing import index_paths
+from crossmodal_demo.library import Library, open_library, resolve_refs
+from crossmodal_demo.search import Query
+from crossmodal_demo.store import Collection
+
+DATA = Path(__file__).parent / "data"
+
+
+def assert_consistent(coll: Collection) -> None:
+    """SQLite and every FAISS partition hold exactly the same ids; every item has its content vector."""
+    db = sqlite3.connect(coll.root / "items.sqlite")
+    for key in coll.index_keys():
+        space, channel, modality = key
+        want = sorted(
+            r[0]
+            for r in db.execute(
+                "SELECT v.item_id FROM vectors v JOIN items i ON i.id=v.item_id WHERE space=? AND channel=? AND modality=?",
+                key,
+            )
+        )
+        assert coll.index_ids(key).tolist() == want, key
+    orphans = db.execute("SELECT COUNT(*) FROM vectors WHERE item_id NOT IN (SELECT id FROM items)").fetchone()[0]
+    assert orphans == 0
+    # text and image items always carry a content vector: no half-added item
+    bare = db.execute(
+        "SELECT COUNT(*) FROM items i WHERE modality != 'audio' AND NOT EXISTS "
+        "(SELECT 1 FROM vectors v WHERE v.item_id=i.id AND v.channel='content')"
+    ).fetchone()[0]
+    assert bare == 0
+
+
+@pytest.fixture
+def lib(config: Config) -> Library:
+    return open_library(config, "c1", preset="offline", create=True)
+
+
+def test_reindexing_adds_nothing_and_copies_are_deduplicated(lib: Library, config: Config, tmp_path: Path) -> None:
+    first = index_paths(lib.collection, lib.encoders, [DATA / "texts"], config)
+    assert len(first.added) == 10
+    again = index_paths(lib.collection, lib.encoders, [DATA / "texts"], config)
+    assert again.added == [] and len(again.duplicates) == 10
+    copy = tmp_path / "copy.txt"
+    shutil.copy(DATA / "texts" / "pet_note.txt", copy)
+    assert index_paths(lib.collection, lib.encoders, [copy], config).added == []
+    assert lib.collection.counts()["total"] == 10
+    assert_consistent(lib.collection)
+
+
+def test_changed_file_replaces_its_old_version(lib: Library, config: Config, tmp_path: Path) -> None:
+    note = tmp_path / "n.txt"
+    note.write_text("bicycle repair shop")
+    index_paths(lib.collection, lib.encoders, [note], config)
+    note.write_text("violin concert tonight")
+    rep = index_paths(lib.collection, lib.encoders, [note], config)
+    assert len(rep.added) == 1 and len(rep.replaced) == 1
+    assert lib.collection.counts()["total"] == 1
+    hit = lib.search.search(Query(text="music performance"), target="text", k=1).hits[0]
+    assert hit.path == str(note.resolve())
+
+
+def test_remove_deletes_from_every_space_and_disk(lib: Library, config: Config) -> None:
+    photos = DATA / "images"
+    cap_dir = Path(config.indexes_dir).parent / "captioned"
+    cap_dir.mkdir()
+    shutil.copy(photos / "cat.jpg", cap_dir / "cat.jpg")
+    (cap_dir / "cat.jpg.txt").write_text("my cat Chelsea")
+    index_paths(lib.collection, lib.encoders, [cap_dir, DATA / "texts"], config)
+    cat = [i for i in lib.collection.items("image")][0]
+    assert lib.collection.spaces_of(cat.id) == ["text/caption", "text/content"]
+    items, unknown = resolve_refs(lib.collection, ["cat.jpg", "no_such.png"])
+    assert [i.id for i in items] == [cat.id] and "no such id or path" in unknown[0]
+    assert lib.collection.remove([cat.id]) == [cat.id]
+    assert all(cat.id not in lib.collection.index_ids(k) for k in lib.collection.index_keys())
+    assert lib.search.search(Query(text="a cat"), target="image", k=5).hits == []
+    lib.collection.close()
+    reopened = Collection.open(config.indexes_dir, "c1")
+    assert reopened.rebuilt == []  # files on disk agreed with SQLite
+    assert reopened.get(cat.id) is None and reopened.counts()["image"] == 0
+    assert_consistent(reopened)
+
+
+def test_bad_files_are_reported_and_the_good_one_indexed(lib: Library, tmp_path: Path) -> None:
+    cfg = load_config(indexes_dir=tmp_path / "indexes", max_audio_seconds=10)
+    rep = index_paths(lib.collection, lib.encoders, [DATA / "bad"], cfg)
+    assert [Path(p).name for p in (lib.collection.get(i).path for i in rep.added)] == ["good_coffee.jpg"]
+    reasons = {Path(p.path).name: p.reason for p in rep.problems}
+    assert set(reasons) == {"bomb.png", "empty.png", "long_tone.wav", "notes_not_image.jpg", "truncated.jpg"}
+    assert "is empty (0 bytes)" in reasons["empty.png"]
+    assert "truncated" in reasons["truncated.jpg"]
+    assert "limit is 10 s" in reasons["long_tone.wav"]
+    assert "looks like a text file" in reasons["notes_not_image.jpg"]
+    assert "Mpx" in reasons["bomb.png"] or "bomb" in reasons["bomb.png"]
+    assert_consistent(lib.collection)
+
+
+def test_faiss_files_that_disagree_are_rebuilt(lib: Library, config: Config) -> None:
+    index_paths(lib.collection, lib.encoders, [DATA / "texts"], config)
+    lib.collection.close()
+    faiss_dir = lib.collection.root / "faiss"
+    (faiss_dir / "text.content.text.faiss").write_bytes(b"garbage")  # a torn write
+    c = Collection.open(config.indexes_dir, "c1")
+    assert ("text", "content", "text") in c.rebuilt
+    assert_consistent(c)
+    scores, ids = c.search(("text", "content", "text"), lib.encoders.get("minilm-text").encode(["spaghetti"]), 1)
+    assert c.get(int(ids[0, 0])).path.endswith("recipe_note.txt")
+
+
+def test_incompatible_preset_is_refused_with_the_way_out(lib: Library, config: Config) -> None:
+    manifest = lib.encoders.manifest()
+    manifest["encoders"]["minilm-text"] = dict(manifest["encoders"]["minilm-text"], model_id="other/model", dim=512)
+    with pytest.raises(UserError, match=r"uses different encoders.*--preset offline.*rebuild: delete"):
+        lib.collection.check_compatible(manifest)
+
+
+def test_unknown_collection_lists_the_known_ones(lib: Library, config: Config) -> None:
+    with pytest.raises(UserError, match=r"Unknown collection 'nope'.*Available: c1"):
+        Collection.open(config.indexes_dir, "nope")
+    with pytest.raises(UserError, match="Invalid collection name"):
+        Collection.open(config.indexes_dir, "../etc")
+
+
+def _make_notes(folder: Path, n: int) -> None:
+    folder.mkdir(parents=True)
+    words = "apple river mountain guitar engine violin desert harbour lantern meadow".split()
+    for i in range(n):
+        (folder / f"note{i:04d}.txt").write_text(f"note {i}: {words[i % 10]} {words[(i * 7) % 10]} number {i}")
+
+
+@pytest.mark.parametrize("trial", range(2))
+def test_kill_9_mid_indexing_leaves_a_consistent_collection(tmp_path: Path, shared_cache: Path, trial: int) -> None:
+    notes = tmp_path / "notes"
+    _make_notes(notes, 400)
+    env = dict(os.environ, CROSSMODAL_INDEXES=str(tmp_path / "ix"), CROSSMODAL_BATCH_SIZE="8")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crossmodal_demo", "index", str(notes), "--collection", "k"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    db = tmp_path / "ix" / "k" / "items.sqlite"
+    deadline = time.time() + 120
+    target = 16 + 40 * trial  # kill at different moments
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            n = sqlite3.connect(db, timeout=1).execute("SELECT COUNT(*) FROM items").fetchone()[0]
+        except sqlite3.Error:
+            n = 0
+        if n >= target:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "indexer finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    coll = Collection.open(tmp_path / "ix", "k")
+    committed = coll.counts()["total"]
+    assert committed >= target
+    assert_consistent(coll)
+    # every committed item is searchable: each one finds itself first by its own vector
+    for it in coll.items()[:: max(1, committed // 10)]:
+        vec = coll.vectors_of(it.id)[("text", "content")]
+        _, ids = coll.search(("text", "content", "text"), vec[None, :], 1)
+        assert int(ids[0, 0]) == it.id
+    # and indexing resumes without duplicates
+    cfg = load_config(indexes_dir=tmp_path / "ix")
+    coll.close()
+    lib = open_library(cfg, "k")
+    rep = index_paths(lib.collection, lib.encoders, [notes], cfg)
+    assert len(rep.added) == 400 - committed and lib.collection.counts()["total"] == 400
+    assert_consistent(lib.collection)

@@ -1,0 +1,68 @@
+"""Folder walking: captions from sidecars and manifests, hidden files, symlinks out of the root."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from crossmodal_demo.discover import discover
+
+
+def _photo(data_dir: Path, dest: Path) -> Path:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(data_dir / "images" / "cat.jpg", dest)
+    return dest
+
+
+def test_sidecars_and_manifests_give_captions(tmp_path: Path, data_dir: Path) -> None:
+    root = tmp_path / "lib"
+    _photo(data_dir, root / "a.jpg")
+    (root / "a.jpg.txt").write_text("caption from a.jpg.txt")
+    _photo(data_dir, root / "b.jpg")
+    (root / "b.txt").write_text("caption from b.txt")
+    _photo(data_dir, root / "sub" / "c.jpg")
+    (root / "captions.csv").write_text("path,caption\nsub/c.jpg,caption from csv\n")
+    _photo(data_dir, root / "d" / "e.jpg")
+    (root / "d" / "captions.jsonl").write_text(json.dumps({"path": "e.jpg", "caption": "from jsonl"}) + "\n{oops\n")
+    (root / "note.md").write_text("a text item")
+    found = discover([root])
+    caps = {c.path.name: c.caption for c in found.candidates}
+    assert caps == {
+        "a.jpg": "caption from a.jpg.txt",
+        "b.jpg": "caption from b.txt",
+        "c.jpg": "caption from csv",
+        "e.jpg": "from jsonl",
+        "note.md": None,  # text items are items, sidecars are not
+    }
+    assert [p.reason for p in found.problems] == ["expected fields 'path' and 'caption'; line ignored"]
+
+
+def test_hidden_unsupported_and_symlinks(tmp_path: Path, data_dir: Path) -> None:
+    root = tmp_path / "lib"
+    outside = _photo(data_dir, tmp_path / "secret" / "outside.jpg")
+    _photo(data_dir, root / "ok.jpg")
+    _photo(data_dir, root / ".hidden.jpg")
+    _photo(data_dir, root / ".git" / "x.jpg")
+    (root / "doc.pdf").write_bytes(b"%PDF-1.4")
+    os.symlink(outside, root / "link_out.jpg")
+    os.symlink(root / "ok.jpg", root / "link_in.jpg")
+    os.symlink(tmp_path / "secret", root / "dirlink")
+    found = discover([root])
+    assert [c.path.name for c in found.candidates] == ["ok.jpg"]  # link_in resolves to ok.jpg: same file once
+    reasons = {Path(p.path).name: p.reason for p in found.problems}
+    assert "outside the indexed folder" in reasons["link_out.jpg"]
+    assert [p.name for p in found.ignored] == ["doc.pdf"]  # other file types in a folder: ignored, listed
+    assert reasons["dirlink"] == "symlinked folder not followed"
+
+
+def test_unsupported_file_named_explicitly_is_a_problem(tmp_path: Path) -> None:
+    (tmp_path / "doc.pdf").write_bytes(b"%PDF-1.4")
+    found = discover([tmp_path / "doc.pdf"])
+    assert "unsupported file type '.pdf' (accepted: .bmp" in found.problems[0].reason
+
+
+def test_missing_path_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    found = discover([tmp_path / "nope"])
+    assert not found.candidates and found.problems[0].reason == "no such file or folder"
