@@ -1,0 +1,185 @@
+"""Benchmarks as ratios within one run (absolute times are noisy on shared 2-core machines).
+
+    python benchmarks/run.py [--quick] [--json]
+
+Measures, for the offline preset:
+- p1_index_efficiency: indexing items/s ÷ the raw encoder forward items/s at the same batch size
+  (images: ConSE over EfficientNet-Lite0; the raw pass gets already-decoded images).
+- flat search latency (ms/query, exact inner product) at 1k / 10k / 100k vectors of 384 dims.
+- p2_query_overhead: a text→image search through SearchService at 100k items ÷ (query encode + raw
+  FAISS search on the same index).
+Writes a readable report to benchmarks/RESULTS.md; ``--json`` prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from crossmodal_demo.config import load_config  # noqa: E402
+from crossmodal_demo.indexing import index_paths  # noqa: E402
+from crossmodal_demo.library import open_library  # noqa: E402
+from crossmodal_demo.media import load_image  # noqa: E402
+from crossmodal_demo.search import Query  # noqa: E402
+from crossmodal_demo.store import NewItem  # noqa: E402
+
+
+def make_photos(folder: Path, n: int, side: int = 1600) -> list[Path]:
+    """``n`` distinct JPEG photos of about ``side`` px (upscaled test photos, each slightly altered)."""
+    from PIL import Image
+
+    sources = sorted((ROOT / "tests" / "data" / "images").glob("*.jpg"))
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        im = Image.open(sources[i % len(sources)]).convert("RGB")
+        im = im.resize((side, int(side * im.height / im.width)), Image.BICUBIC)
+        im.putpixel((i % im.width, 0), (i % 256, 0, 0))  # distinct content hash
+        p = folder / f"photo{i:04d}.jpg"
+        im.save(p, quality=90)
+        out.append(p)
+    return out
+
+
+def bench_index_efficiency(tmp: Path, n: int, batch: int) -> dict:
+    """Indexing items/s vs raw encoder forward items/s (same images, same batch size)."""
+    photos = make_photos(tmp / "photos", n)
+    cfg = load_config(indexes_dir=tmp / "ix", batch_size=batch)
+    lib = open_library(cfg, "bench", preset="offline", create=True)
+    enc = lib.encoders.get("conse-effnet-lite0")
+    decoded = [load_image(p) for p in photos[:batch]]
+    enc.encode(decoded)  # warm-up: loads weights and class-name vectors
+    t0 = time.perf_counter()
+    done = 0
+    while done < n:
+        enc.encode(decoded)
+        done += batch
+    raw_ips = done / (time.perf_counter() - t0)
+    report = index_paths(lib.collection, lib.encoders, [tmp / "photos"], cfg)
+    index_ips = len(report.added) / report.seconds
+    lib.collection.close()
+    return {
+        "p1_index_efficiency": round(index_ips / raw_ips, 3),
+        "index_items_per_s": round(index_ips, 2),
+        "raw_encoder_items_per_s": round(raw_ips, 2),
+        "p1_images": n,
+        "p1_batch": batch,
+        "p1_photo_px": "1600 wide JPEG",
+    }
+
+
+def random_unit(n: int, d: int, seed: int = 0) -> np.ndarray:
+    """float32 (n, d) random unit vectors."""
+    x = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def bench_flat_latency(sizes: list[int], d: int = 384, queries: int = 200) -> dict:
+    """Median ms per single query, exact inner-product search (IndexIDMap2 over IndexFlatIP)."""
+    import faiss
+
+    out = {}
+    q = random_unit(queries, d, seed=1)
+    for n in sizes:
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(d))
+        index.add_with_ids(random_unit(n, d), np.arange(n, dtype=np.int64))
+        times = []
+        for i in range(queries):
+            t0 = time.perf_counter()
+            index.search(q[i : i + 1], 10)
+            times.append(time.perf_counter() - t0)
+        out[f"flat_ms_per_query_{n // 1000}k"] = round(statistics.median(times) * 1e3, 3)
+    return out
+
+
+def bench_query_overhead(tmp: Path, n: int, queries: int = 30) -> dict:
+    """Service text→image search at ``n`` items ÷ (query encode + raw FAISS search)."""
+    cfg = load_config(indexes_dir=tmp / "ix")
+    lib = open_library(cfg, "overhead", preset="offline", create=True)
+    vecs = random_unit(n, 384, seed=2)
+    batch = 5000
+    for s in range(0, n, batch):
+        lib.collection.add(
+            [
+                NewItem(f"/synthetic/{i}.jpg", "/synthetic", "image", f"{i:064x}", 1, vectors={("text", "content"): vecs[i]})
+                for i in range(s, min(n, s + batch))
+            ]
+        )
+    lib.collection.flush()
+    text = lib.encoders.get("minilm-text")
+    words = ["a cat on a sofa", "a rocket launch", "cup of coffee", "a red flower", "mountain lake"]
+    text.encode(words)  # warm-up
+    svc = lib.search
+    key = ("text", "content", "image")
+    raw, full = [], []
+    for i in range(queries):
+        w = words[i % len(words)] + f" {i}"
+        t0 = time.perf_counter()
+        v = text.encode([w])
+        lib.collection.search(key, v, 10)
+        raw.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        svc.search(Query(text=w + " "), target="image", k=10)
+        full.append(time.perf_counter() - t0)
+    lib.collection.close()
+    return {
+        "p2_query_overhead": round(statistics.median(full) / statistics.median(raw), 3),
+        "p2_items": n,
+        "p2_service_ms": round(statistics.median(full) * 1e3, 2),
+        "p2_raw_ms": round(statistics.median(raw) * 1e3, 2),
+    }
+
+
+def write_report(res: dict, path: Path) -> None:
+    """Human-readable RESULTS.md."""
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+        f"run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}{' (--quick)' if res.get('quick') else ''}.",
+        "Ratios are measured within this one run; absolute numbers are indicative only.",
+        "",
+        "| key | value |",
+        "|---|---|",
+    ]
+    lines += [f"| `{k}` | {v} |" for k, v in res.items()]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> int:
+    """Run every benchmark and print/write the results."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="smaller sizes (every key still measured)")
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    args = ap.parse_args()
+    res: dict = {"quick": args.quick}
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        os.environ.setdefault("CROSSMODAL_CACHE", str(tmp / "cache"))
+        res.update(bench_index_efficiency(tmp / "p1", n=48 if args.quick else 128, batch=16))
+        res.update(bench_flat_latency([1_000, 10_000, 100_000]))
+        res.update(bench_query_overhead(tmp / "p2", n=100_000))
+    write_report(res, ROOT / "benchmarks" / "RESULTS.md")
+    if args.json:
+        print(json.dumps(res))
+    else:
+        print((ROOT / "benchmarks" / "RESULTS.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
