@@ -6,8 +6,12 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import UserError
+
+if TYPE_CHECKING:
+    from .ann import IndexPolicy
 
 
 @dataclass(frozen=True)
@@ -25,11 +29,21 @@ class Config:
     batch_size: int = 16
     decode_workers: int = 2
     conse_top_t: int = 10
+    index_kind: str = "auto"
+    ivf_min_items: int = 100_000
+    ivf_nprobe: int = 48
 
     @property
     def cache_dir(self) -> Path:
         """Where derived, shareable artefacts live (e.g. ConSE class-name embeddings)."""
         return Path(os.environ.get("CROSSMODAL_CACHE", self.indexes_dir / ".cache"))
+
+    @property
+    def index_policy(self) -> "IndexPolicy":
+        """Index choice by partition size (see :mod:`crossmodal_demo.ann`)."""
+        from .ann import IndexPolicy
+
+        return IndexPolicy(kind=self.index_kind, ivf_min_items=self.ivf_min_items, nprobe=self.ivf_nprobe)
 
 
 # env var → (field, type). Kept explicit so the README can list them.
@@ -41,6 +55,9 @@ _ENV = {
     "CROSSMODAL_BATCH_SIZE": ("batch_size", int),
     "CROSSMODAL_DECODE_WORKERS": ("decode_workers", int),
     "CROSSMODAL_CONSE_TOP_T": ("conse_top_t", int),
+    "CROSSMODAL_INDEX_KIND": ("index_kind", str),
+    "CROSSMODAL_IVF_MIN_ITEMS": ("ivf_min_items", int),
+    "CROSSMODAL_IVF_NPROBE": ("ivf_nprobe", int),
 }
 
 
@@ -56,6 +73,8 @@ def load_config(**overrides: object) -> Config:
         except ValueError:
             raise UserError(f"{env}={raw!r} is not a valid {typ.__name__}.") from None
     values.update({k: v for k, v in overrides.items() if v is not None})
+    if values.get("index_kind", "auto") not in ("auto", "flat", "ivf"):
+        raise UserError(f"Index kind {values['index_kind']!r} is not one of: auto, flat, ivf (CROSSMODAL_INDEX_KIND).")
     if "indexes_dir" in values:
         values["indexes_dir"] = Path(values["indexes_dir"])  # type: ignore[arg-type]
     return dataclasses.replace(Config(), **values)  # type: ignore[arg-type]

@@ -28,6 +28,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from . import ann
 from .errors import UserError
 
 SCHEMA_VERSION = 1
@@ -140,10 +141,11 @@ def _fsync_dir(d: Path) -> None:
 class Collection:
     """A persistent, thread-safe collection. Use :meth:`open` or :meth:`create`, not the constructor."""
 
-    def __init__(self, root: Path, manifest: dict[str, Any]) -> None:
+    def __init__(self, root: Path, manifest: dict[str, Any], policy: ann.IndexPolicy | None = None) -> None:
         import faiss
 
         self._faiss = faiss
+        self.policy = policy or ann.IndexPolicy()
         self.root = root
         self.name = root.name
         self.manifest = manifest
@@ -162,20 +164,22 @@ class Collection:
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def create(cls, indexes_dir: Path, name: str, manifest: dict[str, Any]) -> "Collection":
+    def create(
+        cls, indexes_dir: Path, name: str, manifest: dict[str, Any], policy: ann.IndexPolicy | None = None
+    ) -> "Collection":
         """Create collection ``name`` with ``manifest`` (preset, encoders, spaces), or open it if compatible."""
         root = Path(indexes_dir) / check_name(name)
         if (root / "manifest.json").is_file():
-            coll = cls.open(indexes_dir, name)
+            coll = cls.open(indexes_dir, name, policy)
             coll.check_compatible(manifest)
             return coll
         root.mkdir(parents=True, exist_ok=True)
         full = {"schema_version": SCHEMA_VERSION, "name": name, "created_at": time.time(), **manifest}
         atomic_write_bytes(root / "manifest.json", json.dumps(full, indent=2).encode())
-        return cls(root, full)
+        return cls(root, full, policy)
 
     @classmethod
-    def open(cls, indexes_dir: Path, name: str) -> "Collection":
+    def open(cls, indexes_dir: Path, name: str, policy: ann.IndexPolicy | None = None) -> "Collection":
         """Open an existing collection; unknown names fail listing the available ones."""
         root = Path(indexes_dir) / check_name(name)
         mf = root / "manifest.json"
@@ -196,7 +200,7 @@ class Collection:
                 f"Collection {name!r} has schema version {version}; this version of crossmodal_demo reads "
                 f"{SCHEMA_VERSION}. Rebuild it: delete {root} and index the files again."
             )
-        return cls(root, manifest)
+        return cls(root, manifest, policy)
 
     def check_compatible(self, manifest: dict[str, Any]) -> None:
         """Refuse to mix encoders: the requested preset must write the same models and dims as the stored one."""
@@ -220,8 +224,6 @@ class Collection:
     def _index_path(self, key: IndexKey) -> Path:
         return self.root / "faiss" / (".".join(key) + ".faiss")
 
-    def _new_index(self, dim: int) -> Any:
-        return self._faiss.IndexIDMap2(self._faiss.IndexFlatIP(dim))
 
     def _stored_keys(self) -> list[IndexKey]:
         rows = self._db.execute(
@@ -247,9 +249,8 @@ class Collection:
                 path = self._index_path(key)
                 if path.is_file():
                     try:
-                        index = self._faiss.read_index(str(path))
-                        have = np.sort(self._faiss.vector_to_array(index.id_map).astype(np.int64))
-                        if not np.array_equal(have, ids):
+                        index = ann.tune_loaded(self._faiss.read_index(str(path)), self.policy)
+                        if not np.array_equal(ann.ids_of(index), ids) or ann.needs_rebuild(index, self.policy):
                             index = None
                     except RuntimeError:
                         index = None
@@ -261,23 +262,25 @@ class Collection:
             self.flush()
 
     def _rebuild(self, key: IndexKey) -> Any:
+        """A fresh index for one partition from the vectors in SQLite (kind chosen by size)."""
         dim = int(self.manifest["spaces"][key[0]])
-        index = self._new_index(dim)
         rows = self._db.execute(
             "SELECT v.item_id, v.vec FROM vectors v JOIN items i ON i.id = v.item_id "
             "WHERE v.space=? AND v.channel=? AND i.modality=?",
             key,
         ).fetchall()
-        if rows:
-            ids = np.array([r[0] for r in rows], dtype=np.int64)
-            vecs = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
-            index.add_with_ids(vecs, ids)
-        return index
+        ids = np.array([r[0] for r in rows], dtype=np.int64)
+        vecs = np.zeros((len(rows), dim), np.float32)
+        for j, r in enumerate(rows):
+            vecs[j] = np.frombuffer(r[1], dtype=np.float32)
+        return ann.build(vecs, ids, dim, self.policy)
 
     def flush(self) -> None:
-        """Write every index changed since the last flush (atomically)."""
+        """Write every index changed since the last flush (atomically); switch kinds that outgrew theirs."""
         with self._lock:
             for key in sorted(self._dirty):
+                if key in self._indexes and ann.needs_rebuild(self._indexes[key], self.policy):
+                    self._indexes[key] = self._rebuild(key)
                 index = self._indexes.get(key)
                 path = self._index_path(key)
                 if index is None or index.ntotal == 0:
@@ -330,7 +333,7 @@ class Collection:
                 for (space, channel), vec in it.vectors.items():
                     key = (space, channel, it.modality)
                     if key not in self._indexes:
-                        self._indexes[key] = self._new_index(int(self.manifest["spaces"][space]))
+                        self._indexes[key] = ann.new_flat(int(self.manifest["spaces"][space]))
                     self._indexes[key].add_with_ids(
                         np.ascontiguousarray(vec, dtype=np.float32)[None, :], np.array([item_id], dtype=np.int64)
                     )
@@ -362,9 +365,15 @@ class Collection:
     def _row_to_item(self, r: sqlite3.Row) -> Item:
         return Item(**{k: r[k] for k in r.keys()})
 
+    def _query(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
+        """Run a read under the lock: the connection is shared, and a read must never see another
+        thread's uncommitted transaction on it (that would expose half-added items)."""
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
     def get(self, item_id: int) -> Item | None:
         """The item with ``item_id``, or None."""
-        r = self._db.execute("SELECT * FROM items WHERE id=?", (int(item_id),)).fetchone()
+        r = next(iter(self._query("SELECT * FROM items WHERE id=?", (int(item_id),))), None)
         return self._row_to_item(r) if r else None
 
     def get_many(self, ids: Iterable[int]) -> dict[int, Item]:
@@ -373,44 +382,49 @@ class Collection:
         if not ids:
             return {}
         marks = ",".join("?" * len(ids))
-        rows = self._db.execute(f"SELECT * FROM items WHERE id IN ({marks})", ids).fetchall()
+        rows = self._query(f"SELECT * FROM items WHERE id IN ({marks})", ids)
         return {r["id"]: self._row_to_item(r) for r in rows}
 
     def find_by_hash(self, sha256: str) -> Item | None:
         """The item with this content hash, or None."""
-        r = self._db.execute("SELECT * FROM items WHERE sha256=?", (sha256,)).fetchone()
+        r = next(iter(self._query("SELECT * FROM items WHERE sha256=?", (sha256,))), None)
         return self._row_to_item(r) if r else None
 
     def find_by_path(self, path: str) -> list[Item]:
         """Items whose stored absolute path equals ``path``."""
-        rows = self._db.execute("SELECT * FROM items WHERE path=?", (path,)).fetchall()
+        rows = self._query("SELECT * FROM items WHERE path=?", (path,))
         return [self._row_to_item(r) for r in rows]
 
     def items(self, modality: str | None = None) -> list[Item]:
         """All items (optionally of one modality), oldest first."""
         if modality:
-            rows = self._db.execute("SELECT * FROM items WHERE modality=? ORDER BY id", (modality,)).fetchall()
+            rows = self._query("SELECT * FROM items WHERE modality=? ORDER BY id", (modality,))
         else:
-            rows = self._db.execute("SELECT * FROM items ORDER BY id").fetchall()
+            rows = self._query("SELECT * FROM items ORDER BY id")
         return [self._row_to_item(r) for r in rows]
 
     def counts(self) -> dict[str, int]:
         """Number of items per modality, plus ``total``."""
         out = {"image": 0, "audio": 0, "text": 0}
-        for modality, n in self._db.execute("SELECT modality, COUNT(*) FROM items GROUP BY modality"):
+        for modality, n in self._query("SELECT modality, COUNT(*) FROM items GROUP BY modality"):
             out[modality] = n
         out["total"] = sum(out.values())
         return out
 
     def spaces_of(self, item_id: int) -> list[str]:
         """'space/channel' names holding a vector of the item."""
-        rows = self._db.execute("SELECT space, channel FROM vectors WHERE item_id=? ORDER BY space, channel", (item_id,))
+        rows = self._query("SELECT space, channel FROM vectors WHERE item_id=? ORDER BY space, channel", (item_id,))
         return [f"{s}/{c}" for s, c in rows]
 
     def vectors_of(self, item_id: int) -> dict[tuple[str, str], np.ndarray]:
         """The stored vectors of one item, ``{(space, channel): float32 (dim,)}``."""
-        rows = self._db.execute("SELECT space, channel, vec FROM vectors WHERE item_id=?", (item_id,))
+        rows = self._query("SELECT space, channel, vec FROM vectors WHERE item_id=?", (item_id,))
         return {(s, c): np.frombuffer(v, dtype=np.float32).copy() for s, c, v in rows}
+
+    def index_kinds(self) -> dict[str, str]:
+        """'space.channel.modality' → 'flat' | 'ivf' (for status and tests)."""
+        with self._lock:
+            return {".".join(k): ann.kind_of(ix) for k, ix in self._indexes.items()}
 
     def index_keys(self) -> list[IndexKey]:
         """The (space, channel, modality) partitions that currently hold vectors."""
@@ -423,7 +437,7 @@ class Collection:
             ix = self._indexes.get(key)
             if ix is None:
                 return np.zeros(0, dtype=np.int64)
-            return np.sort(self._faiss.vector_to_array(ix.id_map).astype(np.int64))
+            return ann.ids_of(ix)
 
     def search(self, key: IndexKey, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` inner-product search in one partition: (scores float32 (q, k'), ids int64 (q, k')), k' ≤ k."""

@@ -15,7 +15,8 @@ DATA = Path(__file__).parent / "data"
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "crossmodal_demo", *args], capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, "-m", "crossmodal_demo", *args], capture_output=True, text=True, env=env, timeout=300,
+        cwd=Path(__file__).resolve().parent.parent,
     )
 
 

@@ -145,8 +145,20 @@ def _make_notes(folder: Path, n: int) -> None:
         (folder / f"note{i:04d}.txt").write_text(f"note {i}: {words[i % 10]} {words[(i * 7) % 10]} number {i}")
 
 
-@pytest.mark.parametrize("trial", range(2))
-def test_kill_9_mid_indexing_leaves_a_consistent_collection(tmp_path: Path, shared_cache: Path, trial: int) -> None:
+@pytest.mark.parametrize("target", [16, 56])
+def test_kill_9_mid_indexing_leaves_a_consistent_collection(tmp_path: Path, shared_cache: Path, target: int) -> None:
+    kill_trial(tmp_path, target)
+
+
+@pytest.mark.slow
+def test_kill_9_at_twenty_random_moments(tmp_path: Path, shared_cache: Path) -> None:
+    rng = np.random.default_rng(7)
+    for trial in range(20):
+        kill_trial(tmp_path / f"t{trial}", int(rng.integers(1, 380)))
+
+
+def kill_trial(tmp_path: Path, target: int) -> None:
+    """Index 400 notes in a subprocess, SIGKILL it once ``target`` items are committed, then check."""
     notes = tmp_path / "notes"
     _make_notes(notes, 400)
     env = dict(os.environ, CROSSMODAL_INDEXES=str(tmp_path / "ix"), CROSSMODAL_BATCH_SIZE="8")
@@ -158,7 +170,6 @@ def test_kill_9_mid_indexing_leaves_a_consistent_collection(tmp_path: Path, shar
     )
     db = tmp_path / "ix" / "k" / "items.sqlite"
     deadline = time.time() + 120
-    target = 16 + 40 * trial  # kill at different moments
     while time.time() < deadline and proc.poll() is None:
         try:
             n = sqlite3.connect(db, timeout=1).execute("SELECT COUNT(*) FROM items").fetchone()[0]
@@ -186,3 +197,40 @@ def test_kill_9_mid_indexing_leaves_a_consistent_collection(tmp_path: Path, shar
     rep = index_paths(lib.collection, lib.encoders, [notes], cfg)
     assert len(rep.added) == 400 - committed and lib.collection.counts()["total"] == 400
     assert_consistent(lib.collection)
+
+
+def test_large_partitions_switch_to_ivf_and_agree_with_exact_search(tmp_path: Path) -> None:
+    """Index choice by size: below the threshold Flat, above it IVF; IVF top-10 ≈ exact top-10."""
+    from crossmodal_demo.ann import IndexPolicy
+    from crossmodal_demo.store import NewItem
+
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((50, 32)).astype(np.float32)
+    vecs = centers[rng.integers(0, 50, 6000)] + 0.3 * rng.standard_normal((6000, 32)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    manifest = {"preset": "synthetic", "encoders": {}, "spaces": {"s": 32}}
+    coll = Collection.create(tmp_path, "ann", manifest, IndexPolicy(ivf_min_items=5000, nprobe=16))
+
+    def add(lo: int, hi: int) -> None:
+        coll.add([NewItem(f"/x/{i}", "/x", "image", f"{i:064x}", 1, vectors={("s", "content"): vecs[i]}) for i in range(lo, hi)])
+        coll.flush()
+
+    add(0, 4000)
+    assert coll.index_kinds() == {"s.content.image": "flat"}
+    add(4000, 6000)
+    assert coll.index_kinds() == {"s.content.image": "ivf"}
+    assert_consistent(coll)
+    q = vecs[:50] + 0.05 * rng.standard_normal((50, 32)).astype(np.float32)
+    _, got = coll.search(("s", "content", "image"), q, 10)
+    exact = np.argsort(-(q @ vecs.T), axis=1)[:, :10] + 1  # item ids start at 1
+    recall = np.mean([len(set(g) & set(e)) / 10 for g, e in zip(got, exact)])
+    assert recall >= 0.95
+    # removal works on IVF, and a reopened collection keeps the IVF index and its ids
+    coll.remove(range(1, 101))
+    coll.close()
+    again = Collection.open(tmp_path, "ann", IndexPolicy(ivf_min_items=5000, nprobe=16))
+    assert again.rebuilt == [] and again.index_kinds() == {"s.content.image": "ivf"}
+    assert again.index_ids(("s", "content", "image")).tolist() == list(range(101, 6001))
+    # an explicit policy overrides the size rule
+    flat = Collection.open(tmp_path, "ann", IndexPolicy(kind="flat"))
+    assert flat.index_kinds() == {"s.content.image": "flat"} and flat.rebuilt

@@ -1,0 +1,106 @@
+"""Which FAISS index a partition gets, by size: exact (Flat) for small ones, IVF for large ones.
+
+Flat inner product is exact and, below ~100k vectors, fast enough (a few ms per query). Above that an
+inverted-file index (IVF-Flat, inner product) scans only ``nprobe`` of its ``nlist`` clusters; it keeps
+the full vectors (no quantisation loss), supports removal by id, and is rebuilt from SQLite like
+every index here. ``CROSSMODAL_INDEX_KIND`` (auto|flat|ivf) overrides the choice.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+KINDS = ("auto", "flat", "ivf")
+
+
+@dataclass(frozen=True)
+class IndexPolicy:
+    """How to choose and tune indexes. ``ivf_min_items``: partition size from which ``auto`` picks IVF."""
+
+    kind: str = "auto"
+    ivf_min_items: int = 100_000
+    nprobe: int = 48
+
+    def choose(self, n: int) -> str:
+        """'flat' or 'ivf' for a partition of ``n`` vectors."""
+        if self.kind in ("flat", "ivf"):
+            return self.kind if (self.kind == "flat" or n >= 1000) else "flat"  # IVF needs data to train
+        return "ivf" if n >= self.ivf_min_items else "flat"
+
+
+def new_flat(dim: int) -> Any:
+    """Empty exact inner-product index with external int64 ids."""
+    import faiss
+
+    return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+
+
+def kind_of(index: Any) -> str:
+    """'flat' or 'ivf'."""
+    import faiss
+
+    return "ivf" if isinstance(index, faiss.IndexIVF) else "flat"
+
+
+def ivf_nlist(n: int) -> int:
+    """Number of clusters for ``n`` vectors: ~4·√n, within [16, 65536]."""
+    return int(min(65536, max(16, 4 * math.sqrt(n))))
+
+
+def build(vectors: np.ndarray, ids: np.ndarray, dim: int, policy: IndexPolicy) -> Any:
+    """An index holding float32 ``vectors`` (n, dim) under int64 ``ids`` (n,), of the kind the policy picks."""
+    import faiss
+
+    n = len(ids)
+    if policy.choose(n) == "flat":
+        index = new_flat(dim)
+    else:
+        nlist = ivf_nlist(n)
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        # 64 points per centroid is plenty for k-means here and keeps training time bounded.
+        rng = np.random.default_rng(0)
+        sample = vectors if n <= 64 * nlist else vectors[rng.choice(n, 64 * nlist, replace=False)]
+        index.train(np.ascontiguousarray(sample, dtype=np.float32))
+        index.nprobe = min(policy.nprobe, nlist)  # faiss's wrapper keeps `quantizer` alive with `index`
+    if n:
+        index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64))
+    return index
+
+
+def ids_of(index: Any) -> np.ndarray:
+    """Sorted int64 ids held by a Flat (IDMap2) or IVF index."""
+    import faiss
+
+    if isinstance(index, faiss.IndexIVF):
+        inv = index.invlists
+        parts = [
+            faiss.rev_swig_ptr(inv.get_ids(lst), inv.list_size(lst)).copy()
+            for lst in range(index.nlist)
+            if inv.list_size(lst)
+        ]
+        return np.sort(np.concatenate(parts).astype(np.int64)) if parts else np.zeros(0, np.int64)
+    return np.sort(faiss.vector_to_array(index.id_map).astype(np.int64))
+
+
+def tune_loaded(index: Any, policy: IndexPolicy) -> Any:
+    """Apply search-time settings to an index read from disk (nprobe is not serialised)."""
+    import faiss
+
+    if isinstance(index, faiss.IndexIVF):
+        index.nprobe = min(policy.nprobe, index.nlist)
+    return index
+
+
+def needs_rebuild(index: Any, policy: IndexPolicy) -> bool:
+    """True when the partition outgrew (or no longer fits) the kind it has."""
+    return kind_of(index) != policy.choose(int(index.ntotal))
+
+
+def bytes_per_vector(index: Any, dim: int) -> float:
+    """Approximate memory per stored vector: float32 data + int64 id."""
+    return 4.0 * dim + 8.0
