@@ -107,11 +107,12 @@ def load_image(path: Path, max_mpx: float = 100.0) -> Image.Image:
     check_size(path, max_bytes=1 << 40)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # We enforce our own pixel limit below, with a clearer message than Pillow's warning.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(path, formats=PIL_FORMATS)
     except Image.DecompressionBombError:
         raise MediaError(f"'{path.name}' declares an enormous size (a decompression bomb?); refused.") from None
-    except (Image.UnidentifiedImageError, Image.DecompressionBombWarning):
+    except Image.UnidentifiedImageError:
         raise MediaError(
             f"'{path.name}' is not a readable image; accepted formats are {', '.join(PIL_FORMATS)}.{_hint(path)}"
         ) from None
@@ -126,13 +127,15 @@ def load_image(path: Path, max_mpx: float = 100.0) -> Image.Image:
                 "(CROSSMODAL_MAX_IMAGE_MPX)."
             )
         try:
-            if im.format == "JPEG":
-                # Draft mode lets libjpeg decode at 1/2..1/8 scale: large photos decode much faster.
-                im.draft("RGB", (max(448, w // 8), max(448, h // 8)))
-            im.seek(0)
-            im.load()
-            out = ImageOps.exif_transpose(im) or im
-            return _to_rgb(out)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                if im.format == "JPEG":
+                    # Draft mode lets libjpeg decode at 1/2..1/8 scale: large photos decode much faster.
+                    im.draft("RGB", (max(448, w // 8), max(448, h // 8)))
+                im.seek(0)
+                im.load()
+                out = ImageOps.exif_transpose(im) or im
+                return _to_rgb(out)
         except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
             raise MediaError(f"'{path.name}' is damaged or truncated and cannot be decoded ({exc}).") from None
 
