@@ -19,7 +19,7 @@ from .config import load_config
 from .errors import UserError
 
 EXIT_USAGE = 2
-EXTENSIONS: tuple[str, ...] = ()  # e.g. "crossmodal_demo.cli_models"
+EXTENSIONS: tuple[str, ...] = ("crossmodal_demo.cli_models",)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     ix = sub.add_parser("index", parents=[common], help="add files or folders to a collection (created if new)")
     ix.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     ix.add_argument("--collection", required=True)
-    ix.add_argument("--preset", default=None, help="encoder preset for a new collection (default: offline)")
+    ix.add_argument("--preset", default=None, help="auto (default), clip or offline; auto picks clip when its weights can be had, else offline")
     ix.add_argument("--max-audio-seconds", type=float, default=None, help="longest audio accepted (default 600)")
     ix.add_argument("--batch-size", type=int, default=None)
     ix.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -109,6 +109,7 @@ def cmd_index(args: argparse.Namespace, config: Any) -> int:
     if missing and len(missing) == len(args.paths):
         raise UserError(f"No such file or folder: {', '.join(missing)}")
     lib = open_library(config, args.collection, preset=args.preset, create=True)
+    print(f"preset {lib.encoders.preset.name}: {lib.preset_reason}", file=sys.stderr)
     bar = tqdm(total=0, unit="file", desc=f"indexing into {args.collection}", file=sys.stderr, dynamic_ncols=True)
 
     def progress(done: int, total: int, name: str) -> None:
@@ -170,7 +171,7 @@ def cmd_list(args: argparse.Namespace, config: Any) -> int:
     """``list``: items and counts (no model is loaded)."""
     from .store import Collection
 
-    coll = Collection.open(config.indexes_dir, args.collection)
+    coll = Collection.open(config.indexes_dir, args.collection, config.index_policy)
     try:
         items = coll.items(args.modality)
         counts = coll.counts()
@@ -196,7 +197,7 @@ def cmd_remove(args: argparse.Namespace, config: Any) -> int:
     from .library import resolve_refs
     from .store import Collection
 
-    coll = Collection.open(config.indexes_dir, args.collection)
+    coll = Collection.open(config.indexes_dir, args.collection, config.index_policy)
     try:
         items, unknown = resolve_refs(coll, args.refs)
         removed = coll.remove([i.id for i in items])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ from .errors import UserError
 from .search import SearchService
 from .store import Collection, Item
 
-DEFAULT_PRESET = "offline"
+DEFAULT_PRESET = "auto"  # clip when its weights can be had, else offline (encoders/hub.py)
 
 
 @dataclass
@@ -23,6 +24,7 @@ class Library:
     collection: Collection
     encoders: EncoderSet
     config: Config
+    preset_reason: str = ""  # why this preset was chosen (auto's choice), for the CLI / app banner
 
     @property
     def search(self) -> SearchService:
@@ -42,15 +44,29 @@ def open_library(
     An existing collection keeps the preset it was built with; asking for a different one fails
     with a message that says how to rebuild.
     """
+    chosen, reason = _choose_preset(config, name, preset)
     if create:
-        encoders = EncoderSet(get_preset(preset or DEFAULT_PRESET), config, overrides)
-        coll = Collection.create(config.indexes_dir, name, encoders.manifest())
-        return Library(coll, encoders, config)
-    coll = Collection.open(config.indexes_dir, name)
-    stored = coll.manifest.get("preset", DEFAULT_PRESET)
-    encoders = EncoderSet(get_preset(preset or stored), config, overrides)
+        encoders = EncoderSet(get_preset(chosen), config, overrides)
+        coll = Collection.create(config.indexes_dir, name, encoders.manifest(), config.index_policy)
+        return Library(coll, encoders, config, reason)
+    coll = Collection.open(config.indexes_dir, name, config.index_policy)
+    encoders = EncoderSet(get_preset(chosen), config, overrides)
     coll.check_compatible(encoders.manifest())
-    return Library(coll, encoders, config)
+    return Library(coll, encoders, config, reason)
+
+
+def _choose_preset(config: Config, name: str, preset: str | None) -> tuple[str, str]:
+    """(concrete preset, reason): an existing collection keeps its own preset unless another is named."""
+    from .encoders.hub import resolve_preset
+
+    try:
+        stored = json.loads((Path(config.indexes_dir) / name / "manifest.json").read_text()).get("preset")
+    except (OSError, ValueError):
+        stored = None  # new (or unreadable) collection: Collection.open/create reports the details
+    if stored and preset in (None, "auto"):
+        resolve_preset(stored, config)  # a clip collection without its weights fails here, clearly
+        return stored, f"collection {name!r} was built with preset {stored!r}"
+    return resolve_preset(preset or DEFAULT_PRESET, config)
 
 
 def resolve_refs(coll: Collection, refs: list[str]) -> tuple[list[Item], list[str]]:

@@ -162,11 +162,13 @@ def kill_trial(tmp_path: Path, target: int) -> None:
     notes = tmp_path / "notes"
     _make_notes(notes, 400)
     env = dict(os.environ, CROSSMODAL_INDEXES=str(tmp_path / "ix"), CROSSMODAL_BATCH_SIZE="8")
+    log = tmp_path / "indexer.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "crossmodal_demo", "index", str(notes), "--collection", "k"],
         env=env,
+        cwd=Path(__file__).resolve().parent.parent,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=open(log, "w"),
     )
     db = tmp_path / "ix" / "k" / "items.sqlite"
     deadline = time.time() + 120
@@ -178,7 +180,7 @@ def kill_trial(tmp_path: Path, target: int) -> None:
         if n >= target:
             break
         time.sleep(0.05)
-    assert proc.poll() is None, "indexer finished before it could be killed"
+    assert proc.poll() is None, f"indexer finished before it could be killed: {log.read_text()[-2000:]}"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     coll = Collection.open(tmp_path / "ix", "k")
