@@ -74,20 +74,20 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def decode(cand: Candidate, config: Config) -> Any:
-    """Decode one candidate's media with the configured limits (raises MediaError)."""
+def decode(cand: Candidate, config: Config, audio_sr: int = 16000) -> Any:
+    """Decode one candidate's media with the configured limits (raises MediaError); audio at ``audio_sr`` Hz."""
     if cand.modality == "image":
         return load_image(cand.path, max_mpx=config.max_image_mpx)
     if cand.modality == "audio":
-        return load_audio(cand.path, max_seconds=config.max_audio_seconds)
+        return load_audio(cand.path, target_sr=audio_sr, max_seconds=config.max_audio_seconds)
     return load_text(cand.path)
 
 
-def _prepare(cand: Candidate, config: Config) -> _Prepared | Problem:
+def _prepare(cand: Candidate, config: Config, audio_sr: int) -> _Prepared | Problem:
     try:
         size = check_size(cand.path, config.max_file_bytes)
         sha = file_sha256(cand.path)
-        return _Prepared(cand, sha, size, decode(cand, config))
+        return _Prepared(cand, sha, size, decode(cand, config, audio_sr))
     except MediaError as exc:
         return Problem(str(cand.path), str(exc))
     except OSError as exc:
@@ -115,13 +115,14 @@ def index_paths(
         for i in range(0, sum(1 for c in found.candidates if c.modality == m), config.batch_size)
     ]
     seen_hashes: set[str] = set()
+    audio_sr = encoders.audio_sample_rate()
     with ThreadPoolExecutor(max_workers=max(1, config.decode_workers), thread_name_prefix="decode") as pool:
         pending: list[Future] | None = None
         try:
             for i, chunk in enumerate(chunks):
-                futs = pending if pending is not None else [pool.submit(_prepare, c, config) for c in chunk]
+                futs = pending if pending is not None else [pool.submit(_prepare, c, config, audio_sr) for c in chunk]
                 # Start decoding the next batch now, so it overlaps with encoding this one.
-                pending = [pool.submit(_prepare, c, config) for c in chunks[i + 1]] if i + 1 < len(chunks) else None
+                pending = [pool.submit(_prepare, c, config, audio_sr) for c in chunks[i + 1]] if i + 1 < len(chunks) else None
                 ready: list[_Prepared] = []
                 for fut in futs:
                     res = fut.result()

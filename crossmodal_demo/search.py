@@ -90,7 +90,11 @@ class SearchService:
             value = query.audio
             if isinstance(value, (str, Path)):
                 info["audio"] = str(value)
-                value = load_audio(_existing(value), max_seconds=self.config.max_audio_seconds)
+                value = load_audio(
+                    _existing(value),
+                    target_sr=self.encoders.audio_sample_rate(),
+                    max_seconds=self.config.max_audio_seconds,
+                )
             elif not isinstance(value, Audio):
                 raise UserError("An audio query must be a file path or decoded audio.")
         specs = self.encoders.specs_for(modality)

@@ -207,11 +207,18 @@ class Collection:
         mine = {n: (e["space"], e["dim"], e["model_id"]) for n, e in self.manifest.get("encoders", {}).items()}
         theirs = {n: (e["space"], e["dim"], e["model_id"]) for n, e in manifest.get("encoders", {}).items()}
         if mine != theirs:
+            diff = [
+                f"{n}: {mine[n][2] if n in mine else '—'} ({mine[n][1] if n in mine else '—'}-d) here, "
+                f"{theirs[n][2] if n in theirs else '—'} ({theirs[n][1] if n in theirs else '—'}-d) requested"
+                for n in sorted(set(mine) | set(theirs))
+                if mine.get(n) != theirs.get(n)
+            ]
             raise UserError(
-                f"Collection {self.name!r} was built with preset {self.manifest.get('preset')!r} "
-                f"({', '.join(sorted(mine))}); preset {manifest.get('preset')!r} uses different encoders "
-                f"({', '.join(sorted(theirs))}). Use --preset {self.manifest.get('preset')}, or index into a new "
-                f"collection (--collection NEW), or rebuild: delete {self.root} and index again."
+                f"Collection {self.name!r} was built with preset {self.manifest.get('preset')!r}; preset "
+                f"{manifest.get('preset')!r} uses different encoders ({'; '.join(diff)}). Vectors of different "
+                f"models cannot share a space. Use --preset {self.manifest.get('preset')} with the same models "
+                f"(CROSSMODAL_CLIP_* / CROSSMODAL_CLAP_MODEL settings), or index into a new collection "
+                f"(--collection NEW), or rebuild: delete {self.root} and index again."
             )
 
     def close(self) -> None:

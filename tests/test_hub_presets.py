@@ -186,7 +186,7 @@ def test_clap_tiny_checkpoint_audio_and_text(clip_set: EncoderSet) -> None:
 
 
 def test_clap_resamples_to_48k(clip_set: EncoderSet) -> None:
-    from crossmodal_demo.encoders.clap import resample
+    from crossmodal_demo.media import resample
 
     aud = clip_set.get("clap-audio")
     c16 = _clip(0.5, seed=3)

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..config import Config
-from ..media import Audio
+from ..media import Audio, resample
 from .base import Encoder, EncoderSpec
 
 # Whisper's own rule for dropping hallucinated segments in silence / non-speech.
@@ -46,9 +46,12 @@ def load_whisper(model: str, device: str = "cpu", compute_type: str = "int8") ->
 class WhisperTranscriber:
     """Speech → text with faster-whisper; deterministic (greedy, temperature 0) and VAD-filtered."""
 
-    def __init__(self, model_path: str, language: str | None = "en") -> None:
+    def __init__(
+        self, model_path: str, language: str | None = "en", device: str = "cpu", compute_type: str = "int8"
+    ) -> None:
         self.model_path = model_path
         self.language = language
+        self.device, self.compute_type = device, compute_type
         self._lock = threading.Lock()
         self._model: Any = None
 
@@ -58,14 +61,13 @@ class WhisperTranscriber:
         return self._model is not None
 
     def transcribe(self, audio: Audio) -> str:
-        """Transcript of a 16 kHz mono clip; '' when no speech is found."""
-        if audio.sr != 16000:
-            raise ValueError(f"Whisper needs 16 kHz audio, got {audio.sr} Hz")
+        """Transcript of a mono clip at any rate (Whisper hears 16 kHz); '' when no speech is found."""
+        samples = resample(audio.samples, audio.sr, 16000)
         with self._lock:
             if self._model is None:
-                self._model = load_whisper(self.model_path)
+                self._model = load_whisper(self.model_path, self.device, self.compute_type)
             segments, _ = self._model.transcribe(
-                audio.samples,
+                samples,
                 language=self.language,
                 beam_size=1,
                 temperature=0.0,

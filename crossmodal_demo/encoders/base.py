@@ -122,6 +122,10 @@ class EncoderSet:
         """Specs of the encoders that accept ``modality``, in preset order."""
         return [s for s in self.specs if s.modality == modality]
 
+    def audio_sample_rate(self) -> int:
+        """Rate (Hz) to decode audio at: the highest any audio encoder wants (each resamples down itself)."""
+        return max((int(s.options.get("sample_rate", 16000)) for s in self.specs_for("audio")), default=16000)
+
     def spaces(self) -> dict[str, int]:
         """Space name → dim, for every space this preset writes."""
         return {s.space: s.dim for s in self.specs}

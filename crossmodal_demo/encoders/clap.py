@@ -23,6 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..config import Config
+from ..media import resample
 from .base import EncoderSpec, l2_normalise
 from .hub import HubFile, hub_reachable, missing_weights_error
 
@@ -69,15 +70,6 @@ def clap_dim(name: str) -> int:
     if cfg_path and os.path.isfile(cfg_path):
         return int(json.loads(Path(cfg_path).read_text()).get("projection_dim", DEFAULT_DIM))
     return DEFAULT_DIM
-
-
-def resample(samples: np.ndarray, sr: int, target: int) -> np.ndarray:
-    """Mono float32 ``samples`` from ``sr`` to ``target`` Hz with soxr (deterministic, high quality)."""
-    if sr == target:
-        return np.asarray(samples, dtype=np.float32)
-    import soxr
-
-    return soxr.resample(np.asarray(samples, dtype=np.float32), sr, target, quality="HQ").astype(np.float32)
 
 
 def windows(samples: np.ndarray, size: int) -> list[np.ndarray]:

@@ -162,7 +162,7 @@ def whisper_model_id(name: str) -> str:
 
 def make_whisper_transcript(spec: EncoderSpec, config: Config, encoders: Any) -> Any:
     """Factory: Whisper transcripts (bundled tiny.en or the chosen model) embedded by the preset's text encoder."""
-    from .asr import TranscriptEncoder, bundled_whisper_path
+    from .asr import TranscriptEncoder, WhisperTranscriber, bundled_whisper_path
     from .device import torch_device, whisper_compute
 
     name = spec.options.get("whisper") or whisper_choice()
@@ -181,37 +181,8 @@ def make_whisper_transcript(spec: EncoderSpec, config: Config, encoders: Any) ->
         path = os.path.dirname(cached)
         language = os.environ.get("CROSSMODAL_WHISPER_LANGUAGE") or ("en" if name.endswith(".en") else None)
     device, compute = whisper_compute(torch_device())
-    transcriber = _ResamplingTranscriber(path, language, device, compute)
+    transcriber = WhisperTranscriber(path, language, device, compute)
     return TranscriptEncoder(spec, transcriber, encoders.text_encoder_for(spec.space))
-
-
-def _resampling_transcriber_cls() -> type:
-    from .asr import WhisperTranscriber, load_whisper
-
-    class ResamplingTranscriber(WhisperTranscriber):
-        """WhisperTranscriber that accepts any sample rate (CLAP wants 48 kHz clips, Whisper 16 kHz)."""
-
-        def __init__(self, model_path: str, language: str | None, device: str, compute_type: str) -> None:
-            super().__init__(model_path, language)
-            self.device, self.compute_type = device, compute_type
-
-        def transcribe(self, audio: Any) -> str:
-            """Transcript of a mono clip at any rate ('' when no speech is found)."""
-            if self._model is None:
-                with self._lock:  # load on the chosen device (the base class would pick CPU/int8)
-                    self._model = self._model or load_whisper(self.model_path, self.device, self.compute_type)
-            if audio.sr != 16000:
-                from .clap import resample
-
-                audio = type(audio)(resample(audio.samples, audio.sr, 16000), 16000, audio.name, audio.transcript)
-            return super().transcribe(audio)
-
-    return ResamplingTranscriber
-
-
-def _ResamplingTranscriber(model_path: str, language: str | None, device: str, compute_type: str) -> Any:  # noqa: N802
-    """Build the resampling transcriber (class made lazily so asr/faster-whisper are not imported early)."""
-    return _resampling_transcriber_cls()(model_path, language, device, compute_type)
 
 
 # ---------------------------------------------------------------------------------------------- preset
@@ -232,7 +203,8 @@ def clip_specs() -> list[EncoderSpec]:
         EncoderSpec("openclip-text", "text", CLIP_SPACE, clip_dim, choice.model_id,
                     "crossmodal_demo.encoders.open_clip:make_text", "open_clip text tower", {"choice": choice}),
         EncoderSpec("clap-audio", "audio", CLAP_SPACE, clap_dim, clap_id,
-                    "crossmodal_demo.encoders.clap:make_audio", "CLAP audio tower (48 kHz, fixed 10 s windows)", {"model": clap_name}),
+                    "crossmodal_demo.encoders.clap:make_audio", "CLAP audio tower (48 kHz, fixed 10 s windows)",
+                    {"model": clap_name, "sample_rate": 48000}),
         EncoderSpec("clap-text", "text", CLAP_SPACE, clap_dim, clap_id,
                     "crossmodal_demo.encoders.clap:make_text", "CLAP text tower", {"model": clap_name}),
         minilm,  # the bundled all-MiniLM-L6-v2: same model, same space as the offline preset
