@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .media import accepted_extensions, modality_of
+from .media import accepted_extensions, bom_encoding, modality_of
 
 MANIFESTS = ("captions.csv", "captions.jsonl")
 
@@ -140,7 +140,8 @@ class _Captions:
         for side in (f.with_name(f.name + ".txt"), f.with_suffix(".txt")):
             if side.is_file() and not side.is_symlink():
                 try:
-                    return self._clip(side.read_text(encoding="utf-8-sig").strip(), side)
+                    raw = side.read_bytes()
+                    return self._clip(raw.decode(bom_encoding(raw)).strip(), side)
                 except (UnicodeDecodeError, OSError) as exc:
                     self.problems.append(Problem(str(side), f"caption sidecar unreadable ({exc}); caption ignored"))
         # Manifests can sit in any folder between the file and the root.

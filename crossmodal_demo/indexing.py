@@ -94,6 +94,8 @@ def _prepare(cand: Candidate, config: Config, audio_sr: int) -> _Prepared | Prob
         return Problem(str(cand.path), f"cannot read the file ({exc.strerror or exc})")
     except MemoryError:
         return Problem(str(cand.path), "too large to decode in memory")
+    except Exception as exc:  # a decoder bug on one file must not abort the whole run
+        return Problem(str(cand.path), f"could not be decoded ({type(exc).__name__}: {exc})")
 
 
 def index_paths(

@@ -7,7 +7,6 @@ accepted; nothing here lets a decoder exception escape to the user.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +21,7 @@ TEXT_EXTS = {".txt", ".md"}
 # Pillow decoders we allow; anything else (EPS, PSD, ...) is refused before a decoder runs.
 PIL_FORMATS = ["JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF"]
 MODALITIES = ("image", "audio", "text")
+MAX_ASPECT = 20  # longest side ÷ shortest side
 
 # Magic numbers, used only to give a helpful hint when the extension lies.
 _MAGIC = [
@@ -64,6 +64,8 @@ def sniff(path: Path) -> str | None:
     for magic, what in _MAGIC:
         if head.startswith(magic):
             return what
+    if b"\x00" in head and not head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return None  # binary, and not UTF-16 text
     if len(head) >= 8 and head[4:8] == b"ftyp":
         return "an MP4/M4A container"
     try:
@@ -106,17 +108,16 @@ def load_image(path: Path, max_mpx: float = 100.0) -> Image.Image:
     path = Path(path)
     check_size(path, max_bytes=1 << 40)
     try:
-        with warnings.catch_warnings():
-            # We enforce our own pixel limit below, with a clearer message than Pillow's warning.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(path, formats=PIL_FORMATS)
-    except Image.DecompressionBombError:
+        # Our own pixel limit is enforced below with a clearer message; Pillow's bomb warning (only
+        # between its 89 Mpx default and 2× that) is caught too in case warnings are errors.
+        im = Image.open(path, formats=PIL_FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise MediaError(f"'{path.name}' declares an enormous size (a decompression bomb?); refused.") from None
     except Image.UnidentifiedImageError:
         raise MediaError(
             f"'{path.name}' is not a readable image; accepted formats are {', '.join(PIL_FORMATS)}.{_hint(path)}"
         ) from None
-    except OSError as exc:
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:  # e.g. a PNG text chunk that inflates too far
         raise MediaError(f"'{path.name}': cannot open the image ({exc}).") from None
     with im:
         w, h = im.size
@@ -126,17 +127,21 @@ def load_image(path: Path, max_mpx: float = 100.0) -> Image.Image:
                 f"Image '{path.name}' is {w:,}×{h:,} px ({mpx:,.0f} Mpx); the limit is {max_mpx:,.0f} Mpx "
                 "(CROSSMODAL_MAX_IMAGE_MPX)."
             )
+        if max(w, h) > MAX_ASPECT * max(1, min(w, h)):
+            # Encoders resize the short side to ~224 px: a 1×60,000 sliver would become gigabytes.
+            raise MediaError(
+                f"Image '{path.name}' is {w:,}×{h:,} px: an aspect ratio of {max(w, h) / max(1, min(w, h)):,.0f}:1 "
+                f"is too extreme to index (the limit is {MAX_ASPECT}:1)."
+            )
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                if im.format == "JPEG":
-                    # Draft mode lets libjpeg decode at 1/2..1/8 scale: large photos decode much faster.
-                    im.draft("RGB", (max(448, w // 8), max(448, h // 8)))
-                im.seek(0)
-                im.load()
-                out = ImageOps.exif_transpose(im) or im
-                return _to_rgb(out)
-        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
+            if im.format == "JPEG":
+                # Draft mode lets libjpeg decode at 1/2..1/8 scale: large photos decode much faster.
+                im.draft("RGB", (max(448, w // 8), max(448, h // 8)))
+            im.seek(0)
+            im.load()
+            out = ImageOps.exif_transpose(im) or im
+            return _to_rgb(out)
+        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise MediaError(f"'{path.name}' is damaged or truncated and cannot be decoded ({exc}).") from None
 
 
@@ -225,13 +230,22 @@ def resample(samples: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
 # ------------------------------------------------------------------------------------------- text
 
 
+def bom_encoding(raw: bytes) -> str:
+    """Codec named by a byte-order mark (UTF-32/UTF-16, as Windows "Unicode" saves), else UTF-8."""
+    if raw.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
+        return "utf-32"
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "utf-16"
+    return "utf-8-sig"
+
+
 def load_text(path: Path, max_bytes: int = 4 * 1024 * 1024) -> str:
     """Read a UTF-8 text file (BOM tolerated). Invalid UTF-8 is refused with the byte offset."""
     path = Path(path)
     check_size(path, max_bytes=max_bytes)
     raw = path.read_bytes()
     try:
-        text = raw.decode("utf-8-sig")
+        text = raw.decode(bom_encoding(raw))
     except UnicodeDecodeError as exc:
         raise MediaError(
             f"'{path.name}' is not valid UTF-8 (bad byte at offset {exc.start}); save it as UTF-8.{_hint(path)}"

@@ -159,6 +159,11 @@ class Collection:
         self._db.executescript(_SCHEMA)
         self._indexes: dict[IndexKey, Any] = {}
         self._dirty: set[IndexKey] = set()
+        # GPU search copies (faiss-gpu with a GPU only); the CPU index stays the one written to disk.
+        from .encoders.device import faiss_has_gpu
+
+        self._use_gpu = faiss_has_gpu(faiss)
+        self._gpu_copies: dict[IndexKey, Any] = {}
         self.rebuilt: list[IndexKey] = []  # which indexes had to be rebuilt at open (for tests / status)
         self._load_indexes()
 
@@ -264,7 +269,7 @@ class Collection:
                 if index is None:
                     index = self._rebuild(key)
                     self.rebuilt.append(key)
-                    self._dirty.add(key)
+                    self._touch(key)
                 self._indexes[key] = index
             self.flush()
 
@@ -282,12 +287,29 @@ class Collection:
             vecs[j] = np.frombuffer(r[1], dtype=np.float32)
         return ann.build(vecs, ids, dim, self.policy)
 
+    def _touch(self, key: IndexKey) -> None:
+        """Mark a partition changed: to be written at the next flush; its GPU copy is stale."""
+        self._dirty.add(key)
+        self._gpu_copies.pop(key, None)
+
+    def _search_copy(self, key: IndexKey) -> Any:
+        """The index to search: a GPU clone when available, else the CPU index (or None)."""
+        ix = self._indexes.get(key)
+        if not self._use_gpu or ix is None:
+            return ix
+        if key not in self._gpu_copies:
+            from .encoders.device import index_to_gpu
+
+            self._gpu_copies[key] = index_to_gpu(self._faiss, ix)
+        return self._gpu_copies[key]
+
     def flush(self) -> None:
         """Write every index changed since the last flush (atomically); switch kinds that outgrew theirs."""
         with self._lock:
             for key in sorted(self._dirty):
                 if key in self._indexes and ann.needs_rebuild(self._indexes[key], self.policy):
                     self._indexes[key] = self._rebuild(key)
+                    self._gpu_copies.pop(key, None)
                 index = self._indexes.get(key)
                 path = self._index_path(key)
                 if index is None or index.ntotal == 0:
@@ -344,7 +366,7 @@ class Collection:
                     self._indexes[key].add_with_ids(
                         np.ascontiguousarray(vec, dtype=np.float32)[None, :], np.array([item_id], dtype=np.int64)
                     )
-                    self._dirty.add(key)
+                    self._touch(key)
             return ids
 
     def remove(self, ids: Iterable[int]) -> list[int]:
@@ -364,7 +386,7 @@ class Collection:
             sel = np.array(present, dtype=np.int64)
             for key, index in self._indexes.items():
                 if index.remove_ids(sel):
-                    self._dirty.add(key)
+                    self._touch(key)
             self.flush()
             return present
 
@@ -449,7 +471,7 @@ class Collection:
     def search(self, key: IndexKey, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` inner-product search in one partition: (scores float32 (q, k'), ids int64 (q, k')), k' ≤ k."""
         with self._lock:
-            ix = self._indexes.get(key)
+            ix = self._search_copy(key)
             if ix is None or ix.ntotal == 0:
                 q = len(queries)
                 return np.zeros((q, 0), np.float32), np.zeros((q, 0), np.int64)
