@@ -158,6 +158,44 @@ class EncoderSet:
         return {"preset": self.preset.name, "encoders": {s.name: s.describe() for s in self.specs}, "spaces": self.spaces()}
 
 
+_holders: dict[tuple, Any] = {}
+_holders_lock = threading.Lock()
+
+
+def shared_holder(key: tuple, make: Any) -> Any:
+    """The process-wide model holder for ``key``, made by ``make()`` once (sibling towers share weights)."""
+    with _holders_lock:
+        if key not in _holders:
+            _holders[key] = make()
+        return _holders[key]
+
+
+class TowerEncoder:
+    """One tower (modality) of a two-tower model whose weights live in a shared, lazily loaded holder.
+
+    The holder has ``model`` (None until loaded), ``load()`` and ``lock``; subclasses set ``modality``
+    and implement ``encode``.
+    """
+
+    modality = ""
+
+    def __init__(self, spec: EncoderSpec, holder: Any) -> None:
+        self.name, self.space, self.dim, self.model_id = spec.name, spec.space, spec.dim, spec.model_id
+        self.holder = holder
+
+    @property
+    def is_loaded(self) -> bool:
+        """True once the weights are in memory."""
+        return self.holder.model is not None
+
+    def finish(self, feats: np.ndarray) -> np.ndarray:
+        """float32 (n, dim) L2-normalised rows from raw features; a dim mismatch is a clear error."""
+        out = l2_normalise(feats)
+        if out.shape[1] != self.dim:
+            raise UserError(f"{self.model_id} produced {out.shape[1]}-d vectors; the {self.space} space expects {self.dim}.")
+        return out
+
+
 def l2_normalise(x: np.ndarray) -> np.ndarray:
     """Return float32 rows scaled to unit L2 norm; all-zero rows stay zero."""
     x = np.asarray(x, dtype=np.float32)

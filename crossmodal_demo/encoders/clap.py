@@ -24,7 +24,7 @@ import numpy as np
 
 from ..config import Config
 from ..media import resample
-from .base import EncoderSpec, l2_normalise
+from .base import EncoderSpec, TowerEncoder, l2_normalise, shared_holder
 from .hub import HubFile, hub_reachable, missing_weights_error
 
 DEFAULT_CLAP = "laion/clap-htsat-fused"
@@ -122,30 +122,12 @@ class ClapHolder:
         return next(self.model.parameters()).dtype
 
 
-_shared: dict[tuple[str, str], ClapHolder] = {}
-_shared_lock = threading.Lock()
-
-
 def shared_model(name: str, device: str) -> ClapHolder:
-    """The process-wide holder for CLAP ``name`` on ``device``."""
-    with _shared_lock:
-        return _shared.setdefault((name, device), ClapHolder(name, device))
+    """The process-wide holder for CLAP ``name`` on ``device`` (audio and text towers share it)."""
+    return shared_holder(("clap", name, device), lambda: ClapHolder(name, device))
 
 
-class _ClapEncoder:
-    modality = ""
-
-    def __init__(self, spec: EncoderSpec, holder: ClapHolder) -> None:
-        self.name, self.space, self.dim, self.model_id = spec.name, spec.space, spec.dim, spec.model_id
-        self.holder = holder
-
-    @property
-    def is_loaded(self) -> bool:
-        """True once the weights are in memory."""
-        return self.holder.model is not None
-
-
-class ClapAudio(_ClapEncoder):
+class ClapAudio(TowerEncoder):
     """Audio clips (any rate, mono) → the ``clap`` space; long clips as averaged fixed windows."""
 
     modality = "audio"
@@ -189,7 +171,7 @@ class ClapAudio(_ClapEncoder):
         return l2_normalise(sums)
 
 
-class ClapText(_ClapEncoder):
+class ClapText(TowerEncoder):
     """Texts → the ``clap`` space."""
 
     modality = "text"
@@ -220,7 +202,7 @@ class ClapText(_ClapEncoder):
             tok = h.processor.tokenizer([batch[i] for i in idx], padding=True, truncation=True, max_length=limit + 2, return_tensors="pt")
             with torch.inference_mode():
                 feats = h.model.get_text_features(input_ids=tok["input_ids"].to(h.device), attention_mask=tok["attention_mask"].to(h.device))
-            out[idx] = l2_normalise(feats.pooler_output.float().cpu().numpy())
+            out[idx] = self.finish(feats.pooler_output.float().cpu().numpy())
         return out
 
     def max_tokens_unlocked(self) -> int:

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..config import Config
 from ..errors import UserError
-from .base import EncoderSpec, l2_normalise
+from .base import EncoderSpec, TowerEncoder, shared_holder
 from .hub import HubFile, missing_weights_error
 
 DEFAULT_MODEL = "ViT-B-32"
@@ -240,38 +240,12 @@ class OpenClipModel:
         return next(self.model.parameters()).dtype
 
 
-_shared: dict[tuple[ClipChoice, str], OpenClipModel] = {}
-_shared_lock = threading.Lock()
-
-
 def shared_model(choice: ClipChoice, device: str) -> OpenClipModel:
     """The process-wide holder for ``choice`` on ``device`` (the image and text encoders share it)."""
-    with _shared_lock:
-        return _shared.setdefault((choice, device), OpenClipModel(choice, device))
+    return shared_holder(("open_clip", choice, device), lambda: OpenClipModel(choice, device))
 
 
-class _OpenClipEncoder:
-    """Common parts of the open_clip encoders."""
-
-    modality = ""
-
-    def __init__(self, spec: EncoderSpec, holder: OpenClipModel) -> None:
-        self.name, self.space, self.dim, self.model_id = spec.name, spec.space, spec.dim, spec.model_id
-        self.holder = holder
-
-    @property
-    def is_loaded(self) -> bool:
-        """True once the weights are in memory."""
-        return self.holder.model is not None
-
-    def _finish(self, feats: Any) -> np.ndarray:
-        out = l2_normalise(feats.float().cpu().numpy())
-        if out.shape[1] != self.dim:
-            raise UserError(f"{self.model_id} produced {out.shape[1]}-d vectors; the {self.space} space expects {self.dim}.")
-        return out
-
-
-class OpenClipImage(_OpenClipEncoder):
+class OpenClipImage(TowerEncoder):
     """RGB PIL images → the ``clip`` space."""
 
     modality = "image"
@@ -287,10 +261,10 @@ class OpenClipImage(_OpenClipEncoder):
             h.load()
             x = torch.stack([h.preprocess(im.convert("RGB")) for im in batch]).to(h.device, h.dtype)
             with torch.inference_mode():
-                return self._finish(h.model.encode_image(x))
+                return self.finish(h.model.encode_image(x).float().cpu().numpy())
 
 
-class OpenClipText(_OpenClipEncoder):
+class OpenClipText(TowerEncoder):
     """Texts → the ``clip`` space; text beyond the model's context (77 tokens for most) is cut off."""
 
     modality = "text"
@@ -322,7 +296,7 @@ class OpenClipText(_OpenClipEncoder):
             h.load()
             tokens = h.tokenizer([batch[i] for i in idx]).to(h.device)
             with torch.inference_mode():
-                out[idx] = self._finish(h.model.encode_text(tokens))
+                out[idx] = self.finish(h.model.encode_text(tokens).float().cpu().numpy())
         return out
 
 
