@@ -19,7 +19,7 @@ from .config import load_config
 from .errors import UserError
 
 EXIT_USAGE = 2
-EXTENSIONS: tuple[str, ...] = ("crossmodal_demo.cli_models",)
+EXTENSIONS: tuple[str, ...] = ("crossmodal_demo.cli_models", "crossmodal_demo.cli_evaluate")
 
 
 def _parser() -> argparse.ArgumentParser:
