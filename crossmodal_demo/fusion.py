@@ -23,6 +23,7 @@ to the ranx score.
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import UserError
+
+# ranx forces numba's "workqueue" threading layer, which aborts the whole process when two threads
+# run its kernels at once (seen in the app: two lab runs, or a run during the warm-up). Every ranx call
+# in this package holds this lock; re-entrant so callers may hold it around a series of calls.
+RANX_LOCK = threading.RLock()
 
 RankedList = dict[str, float]
 Runs = dict[str, dict[str, RankedList]]  # source name → query id → ranked list
@@ -148,7 +154,8 @@ def fuse_runs(runs: Runs, method: str | Method, weights: Mapping[str, float] | N
         params["k"] = RRF_K
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # numba's "unsafe cast uint64→int64" warning is noise here
-        fused = ranx.fuse(ranx_runs, norm=_RANX_NORM[m.norm], method=_RANX_METHOD[m.fusion], params=params)
+        with RANX_LOCK:
+            fused = ranx.fuse(ranx_runs, norm=_RANX_NORM[m.norm], method=_RANX_METHOD[m.fusion], params=params)
     out = fused.to_dict()
     return {q: _sorted({d: v for d, v in out.get(q, {}).items() if d != _PAD}) for q in qids}
 

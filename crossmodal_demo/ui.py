@@ -2,14 +2,16 @@
 
 No search or indexing logic lives here. Every action is an event with a named API endpoint —
 ``/search``, ``/index_uploads``, ``/list_items``, ``/delete``, ``/create_collection``,
-``/switch_collection``, ``/status`` (and ``/index_folder`` when folder indexing is allowed) — that
+``/switch_collection``, ``/status``, ``/lab``, ``/evaluate`` (and ``/index_folder`` when folder indexing is
+allowed; the Fusion lab and Evaluate tabs live in :mod:`.ui_lab`) — that
 returns one JSON document *as text* (``json.loads`` it). Text, not a ``gr.JSON`` dict, because
 gradio_client 2.x treats every dict with a ``"path"`` key in an output as a file to download, which
 would replace each search hit with a downloaded copy of the file. A private follow-up step turns the
 JSON into galleries, players and cards. User mistakes become ``gr.Error`` with the service's message.
 
-Concurrency groups: ``search`` (2 at a time; encoders serialise their own model calls), ``write``
-(indexing, delete, create: one at a time; the service also holds a write lock), ``browse`` (cheap reads).
+Concurrency groups: ``search`` (search and lab, 2 at a time; encoders serialise their own model calls),
+``evaluate`` (one at a time), ``write`` (indexing, delete, create: one at a time; the service also holds a
+write lock), ``browse`` (cheap reads). Building the app starts ranx's kernel warm-up in a background thread.
 """
 
 from __future__ import annotations
@@ -155,7 +157,10 @@ def report_markdown(rep: dict[str, Any] | None) -> str:
 
 def build_demo(service: AppService) -> gr.Blocks:
     """The Blocks app over ``service`` (launch it with ``.launch(**launch_options(service))``)."""
+    from .ui_lab import add_lab_tabs
+
     st0 = service.status()
+    service.warm_up_fusion()  # ranx compiles numba kernels (~12 s) in the background; serving never waits
 
     with gr.Blocks(title="crossmodal_demo — search photos, sounds and notes together") as demo:
         gr.Markdown("# crossmodal_demo\nSearch photos, speech, sounds and notes with text, an image or an audio clip.")
@@ -218,6 +223,8 @@ def build_demo(service: AppService) -> gr.Blocks:
                 with gr.Accordion("Items and last deletion as JSON", open=False):
                     items_json = gr.Code(language="json", label="items", interactive=False)
                     delete_json = gr.Code(language="json", label="last deletion", interactive=False)
+
+            add_lab_tabs(service, demo)
 
             with gr.Tab("Status", id="status") as status_tab:
                 status_md = gr.Markdown(status_markdown(st0))

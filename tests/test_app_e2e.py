@@ -25,7 +25,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).parent.parent
-ENDPOINTS = {"/search", "/index_uploads", "/list_items", "/delete", "/create_collection", "/switch_collection", "/status"}
+ENDPOINTS = {"/search", "/index_uploads", "/list_items", "/delete", "/create_collection", "/switch_collection", "/status", "/lab", "/evaluate"}
 
 
 def free_port() -> int:
@@ -90,6 +90,19 @@ def test_upload_then_text_search_returns_the_uploaded_image(app: tuple[Client, A
     assert Path(top["path"]).name == "cat.jpg" and set(top) >= {"id", "score", "space", "channel", "caption", "rank"}
     assert Path(top["path"]).is_relative_to((Path(service.config.indexes_dir) / "e2e" / "media").resolve())
     assert [h["rank"] for h in res["hits"]] == [1, 2, 3] and all(h["modality"] == "image" for h in res["hits"])
+
+
+def test_lab_and_evaluate_over_http(app: tuple[Client, AppService, str], tmp_path: Path) -> None:
+    client, _, _ = app
+    lab = predict(client, "/lab", text="a cat", image=None, audio=None, target="image", sources=["text/content"], methods=["rrf"],
+                  k=3, weights="", extra_text="", extra_weight=0.5)
+    assert [c["name"] for c in lab["columns"]] == ["text/content", "rrf"] and lab["columns"][1]["hits"][0]["name"] == "cat.jpg"
+    qrels = tmp_path / "q.jsonl"
+    qrels.write_text('{"id": "cat", "text": "a cat", "target": "image", "relevant": ["cat.jpg"]}\n{oops\n')
+    doc = predict(client, "/evaluate", qrels=handle_file(str(qrels)), methods=["rrf"])
+    assert doc["queries"] == 1 and [r["name"] for r in doc["results"]] == ["text/content", "rrf"] and doc["problems"][0]["line"] == 2
+    with pytest.raises(Exception, match="The demo benchmark labels items of the 'demo' collection"):
+        client.predict(qrels=None, methods=["rrf"], api_name="/evaluate")
 
 
 def test_audio_query_returns_the_matching_text(app: tuple[Client, AppService, str]) -> None:

@@ -84,3 +84,35 @@ def test_typed_query_shows_the_cat_first_in_the_gallery(app_url: str) -> None:
             page.screenshot(path=str(ARTIFACTS / "browser-text-results.png"), full_page=True)
         finally:
             browser.close()
+
+
+def test_fusion_lab_shows_sources_and_fusions_side_by_side(app_url: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1100})
+            page.goto(app_url)
+            page.get_by_role("tab", name="Fusion lab").click()
+            sync_api.expect(page.locator("#lab-sources")).to_contain_text("text/content")
+            page.locator("#lab-text textarea").fill("a cat")
+            page.click("#lab-button")
+            table = page.locator("#lab-table")
+            sync_api.expect(table).to_contain_text("rrf (fused)", timeout=60_000)
+            sync_api.expect(table).to_contain_text("text/content ★ baseline")
+            sync_api.expect(table).to_contain_text("cat.jpg")
+            sync_api.expect(page.locator("#lab-summary")).to_contain_text("baseline")
+            sync_api.expect(page.locator("#lab-map img").first).to_be_visible(timeout=30_000)
+            page.screenshot(path=str(ARTIFACTS / "browser-lab.png"), full_page=True)
+
+            qrels = ARTIFACTS / "browser-qrels.jsonl"  # the Evaluate tab on an uploaded file with one bad line
+            qrels.write_text('{"id": "cat", "text": "a cat", "target": "image", "relevant": ["cat.jpg"]}\n'
+                             '{"id": "rocket", "text": "a rocket", "target": "image", "relevant": ["rocket.jpg"]}\n{oops\n')
+            page.get_by_role("tab", name="Evaluate").click()
+            page.locator("#qrels-file input[type=file]").set_input_files(str(qrels))
+            page.click("#evaluate-button")
+            sync_api.expect(page.locator("#eval-table")).to_contain_text("best single", timeout=60_000)
+            sync_api.expect(page.locator("#eval-problems")).to_contain_text("not valid JSON")
+            page.screenshot(path=str(ARTIFACTS / "browser-evaluate.png"), full_page=True)
+        finally:
+            browser.close()

@@ -14,7 +14,6 @@ Output is deterministic for a given set of tool versions (sox runs with -R).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
