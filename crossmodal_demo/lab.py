@@ -181,24 +181,33 @@ def project(
     }
 
 
+def movement_tag(hit: dict[str, Any]) -> str:
+    """Rank movement against the baseline source: ``▲2`` (moved up 2), ``▼1``, ``=`` or ``new`` (baseline never ranked it)."""
+    mv = hit.get("movement")
+    if mv is None:
+        return "new"
+    return "=" if mv == 0 else (f"▲{mv}" if mv > 0 else f"▼{-mv}")
+
+
 def lab_table(result: dict[str, Any]) -> list[list[Any]]:
-    """Rows for a side-by-side table: one row per rank, one cell per column (``name ↑2`` with movement)."""
+    """Rows for a side-by-side table: one row per rank, one cell per column.
+
+    A cell is ``item name · score``; fused cells add the movement vs the baseline (``▲2`` / ``▼1`` / ``=`` /
+    ``new``). Fewer rows than k when the collection holds fewer items.
+    """
     cols = result["columns"]
     rows = []
-    for r in range(result["k"]):
+    for r in range(max((len(c["hits"]) for c in cols), default=0)):
         row: list[Any] = [r + 1]
         for c in cols:
             if r >= len(c["hits"]):
                 row.append("")
                 continue
             h = c["hits"][r]
-            mv = h.get("movement")
-            tag = "" if c["kind"] == "single" or mv in (None, 0) else (f" ↑{mv}" if mv > 0 else f" ↓{-mv}")
-            if c["kind"] == "fused" and mv is None:
-                tag = " (new)"
-            row.append(f"{h.get('name') or h['id']}{tag}")
+            cell = f"{h.get('name') or h['id']} · {h['score']:.4g}"
+            row.append(f"{cell} {movement_tag(h)}" if c["kind"] == "fused" else cell)
         rows.append(row)
     return rows
 
 
-__all__ = ["lab_table", "project", "run_lab"]
+__all__ = ["lab_table", "movement_tag", "project", "run_lab"]

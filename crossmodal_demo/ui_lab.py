@@ -16,6 +16,7 @@ import pandas as pd
 
 from .app_service import LAB_METHODS, MAX_LAB_K, AppService, evaluation_rows
 from .fusion import DEFAULT_METHODS, method_names
+from .lab import lab_table, movement_tag
 from .search import TARGETS
 
 EVAL_HEADERS = ["row", "kind", "n", "R@1", "R@5", "R@10", "MRR", "nDCG@10", "p vs best single (nDCG@10)"]
@@ -25,14 +26,6 @@ EXPLAIN_PROMPT = "Click a cell of a fused column above to see what each source a
 
 
 # ------------------------------------------------------------------------------ presentation helpers
-
-
-def movement_tag(hit: dict[str, Any]) -> str:
-    """Rank movement against the baseline source: ``▲2`` (moved up 2), ``▼1``, ``=`` or ``new`` (baseline never ranked it)."""
-    mv = hit.get("movement")
-    if mv is None:
-        return "new"
-    return "=" if mv == 0 else (f"▲{mv}" if mv > 0 else f"▼{-mv}")
 
 
 def column_header(col: dict[str, Any], baseline: str | None) -> str:
@@ -50,17 +43,7 @@ def lab_frame(result: dict[str, Any] | None) -> pd.DataFrame:
     if not result:
         return pd.DataFrame(columns=["rank"])
     cols = result["columns"]
-    rows = []
-    for r in range(max((len(c["hits"]) for c in cols), default=0)):  # fewer rows than k when the collection is small
-        row: list[Any] = [r + 1]
-        for c in cols:
-            if r >= len(c["hits"]):
-                row.append("")
-                continue
-            h = c["hits"][r]
-            cell = f"{h.get('name') or h['id']} · {h['score']:.4g}"
-            row.append(f"{cell} {movement_tag(h)}" if c["kind"] == "fused" else cell)
-        rows.append(row)
+    rows = lab_table(result)
     return pd.DataFrame(rows, columns=["rank", *(column_header(c, result.get("baseline")) for c in cols)])
 
 
