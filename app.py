@@ -30,8 +30,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     """Parse flags, open the collections (no model loads yet) and serve until interrupted."""
-    from crossmodal_demo import ui
-    from crossmodal_demo.app_service import AppService
+    from crossmodal_demo.app.ui import main as ui
+    from crossmodal_demo.app.service import AppService
     from crossmodal_demo.config import load_config
     from crossmodal_demo.errors import UserError
 

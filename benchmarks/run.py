@@ -31,11 +31,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from crossmodal_demo.config import load_config  # noqa: E402
-from crossmodal_demo.indexing import index_paths  # noqa: E402
-from crossmodal_demo.library import open_library  # noqa: E402
-from crossmodal_demo.media import load_image  # noqa: E402
-from crossmodal_demo.search import Query  # noqa: E402
-from crossmodal_demo.store import NewItem  # noqa: E402
+from crossmodal_demo.index.pipeline import index_paths  # noqa: E402
+from crossmodal_demo.retrieval.library import open_library  # noqa: E402
+from crossmodal_demo.ingest.media import load_image  # noqa: E402
+from crossmodal_demo.retrieval.search import Query  # noqa: E402
+from crossmodal_demo.index.store import NewItem  # noqa: E402
 
 
 def make_photos(folder: Path, n: int, side: int = 1600) -> list[Path]:
@@ -172,7 +172,7 @@ def bench_ann(n: int, d: int = 512, queries: int = 100) -> dict:
     """The automatically chosen ANN index vs exact search at ``n``×``d`` clustered vectors."""
     import faiss
 
-    from crossmodal_demo import ann
+    from crossmodal_demo.index import faiss_index as ann
 
     vecs = clustered(n, d, clusters=max(64, n // 1000))
     ids = np.arange(n, dtype=np.int64)
@@ -255,8 +255,8 @@ def eager_load_seconds() -> float:
     code = (
         "import time,sys;t=time.perf_counter();sys.path.insert(0,'.');"
         "import numpy as np;from PIL import Image;"
-        "from crossmodal_demo.config import load_config;from crossmodal_demo.library import open_library;"
-        "from crossmodal_demo.media import Audio;"
+        "from crossmodal_demo.config import load_config;from crossmodal_demo.retrieval.library import open_library;"
+        "from crossmodal_demo.ingest.media import Audio;"
         f"lib=open_library(load_config(indexes_dir={str(Path(tempfile.mkdtemp()))!r}),'eager',preset='offline',create=True);"
         "e=lib.encoders;e.get('minilm-text').encode(['x']);e.get('conse-effnet-lite0').encode([Image.new('RGB',(64,64))]);"
         "e.get('whisper-tiny-en-transcript').encode([Audio(np.zeros(16000,np.float32),16000)]);"

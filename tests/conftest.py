@@ -13,8 +13,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from crossmodal_demo.config import Config, load_config  # noqa: E402
-from crossmodal_demo.indexing import index_paths  # noqa: E402
-from crossmodal_demo.library import Library, open_library  # noqa: E402
+from crossmodal_demo.index.pipeline import index_paths  # noqa: E402
+from crossmodal_demo.retrieval.library import Library, open_library  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 

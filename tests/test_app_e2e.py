@@ -15,9 +15,9 @@ from typing import Iterator
 
 import pytest
 
-from crossmodal_demo.app_service import AppService
+from crossmodal_demo.app.service import AppService
 from crossmodal_demo.config import load_config
-from crossmodal_demo.library import open_library
+from crossmodal_demo.retrieval.library import open_library
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 gradio_client = pytest.importorskip("gradio_client")
@@ -50,7 +50,7 @@ def wait_http(url: str, seconds: float) -> float:
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Iterator[tuple[Client, AppService, str]]:
     """The app (collection 'e2e', pre-created so no demo build) on a free port, and a client for it."""
-    from crossmodal_demo import ui
+    from crossmodal_demo.app.ui import main as ui
 
     cfg = load_config(indexes_dir=tmp_path_factory.mktemp("e2e-indexes"))
     open_library(cfg, "e2e", preset="offline", create=True).collection.close()

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from crossmodal_demo.app_service import DEMO_BENCHMARK, AppService
+from crossmodal_demo.app.service import DEMO_BENCHMARK, AppService
 from crossmodal_demo.config import load_config
-from crossmodal_demo.demo import DEMO_DATA, ensure_demo_collection
+from crossmodal_demo.app.demo_collection import DEMO_DATA, ensure_demo_collection
 from crossmodal_demo.errors import UserError
-from crossmodal_demo.ui_lab import (
+from crossmodal_demo.app.ui.lab_tab import (
     EVAL_HEADERS,
     contributions_frame,
     eval_figure,
@@ -184,7 +184,7 @@ def test_demo_benchmark_runs_on_the_demo_collection_only(service: AppService, mo
     subset = Path(str(service.config.indexes_dir)).parent / "benchmark-no-audio.jsonl"
     subset.write_text("\n".join(lines) + "\n")
     shutil.copytree(DEMO_DATA / "photos", subset.parent / "photos", dirs_exist_ok=True)
-    monkeypatch.setattr("crossmodal_demo.app_service.DEMO_BENCHMARK", subset)
+    monkeypatch.setattr("crossmodal_demo.app.service.DEMO_BENCHMARK", subset)
     doc = service.evaluate(None, ["rrf"])
     assert doc["benchmark"] == "demo" and doc["qrels"] == str(subset)
     assert doc["queries"] >= 10 and doc["best_single"] == "text/content"

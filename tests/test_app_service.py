@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from crossmodal_demo.app_service import OFFLINE_BANNER, AppService, offline_banner
+from crossmodal_demo.app.service import OFFLINE_BANNER, AppService, offline_banner
 from crossmodal_demo.encoders import PRESETS
 from crossmodal_demo.config import load_config
-from crossmodal_demo.demo import MARKER, demo_files, ensure_demo_collection
+from crossmodal_demo.app.demo_collection import MARKER, demo_files, ensure_demo_collection
 from crossmodal_demo.errors import UserError
-from crossmodal_demo.library import open_library
+from crossmodal_demo.retrieval.library import open_library
 
 DATA = Path(__file__).parent / "data"
 HIT_FIELDS = {"id", "path", "modality", "score", "space", "channel", "caption", "transcript", "rank"}
@@ -262,7 +262,7 @@ def test_demo_builder_builds_once_and_resumes(tmp_path: Path, shared_cache: Path
 def test_user_errors_become_gradio_errors_with_the_message() -> None:
     import gradio as gr
 
-    from crossmodal_demo.ui import card_markdown, user_errors
+    from crossmodal_demo.app.ui.main import card_markdown, user_errors
 
     @user_errors
     def cb(x: int) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from crossmodal_demo.bridge import (
+from crossmodal_demo.analysis.bridge import (
     bridge_quality,
     bridge_source,
     fit_bridge,
@@ -14,7 +14,7 @@ from crossmodal_demo.bridge import (
     offline_text_bridge,
 )
 from crossmodal_demo.errors import UserError
-from crossmodal_demo.library import Library
+from crossmodal_demo.retrieval.library import Library
 
 
 def rotation(d: int, seed: int) -> np.ndarray:
@@ -85,7 +85,7 @@ def test_bad_pairs_are_user_errors() -> None:
 
 def test_offline_bridge_from_lsa_into_the_text_space(indexed: Library) -> None:
     """Two spaces built offline: LSA (no model) → MiniLM; held-out class names find their pair well above chance."""
-    from crossmodal_demo.lab import run_lab
+    from crossmodal_demo.analysis.lab import run_lab
 
     bridge, lsa = offline_text_bridge(indexed, "procrustes")
     q = bridge.describe()

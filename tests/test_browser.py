@@ -28,11 +28,11 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Iterator[str]:
     """The app on a free port over a small collection (three photos, one note)."""
-    from crossmodal_demo import ui
-    from crossmodal_demo.app_service import AppService
+    from crossmodal_demo.app.ui import main as ui
+    from crossmodal_demo.app.service import AppService
     from crossmodal_demo.config import load_config
-    from crossmodal_demo.indexing import index_paths
-    from crossmodal_demo.library import open_library
+    from crossmodal_demo.index.pipeline import index_paths
+    from crossmodal_demo.retrieval.library import open_library
 
     cfg = load_config(indexes_dir=tmp_path_factory.mktemp("browser-indexes"))
     lib = open_library(cfg, "browser", preset="offline", create=True)

@@ -16,10 +16,10 @@ import pytest
 
 from crossmodal_demo.config import Config, load_config
 from crossmodal_demo.errors import UserError
-from crossmodal_demo.indexing import index_paths
-from crossmodal_demo.library import Library, open_library, resolve_refs
-from crossmodal_demo.search import Query
-from crossmodal_demo.store import Collection
+from crossmodal_demo.index.pipeline import index_paths
+from crossmodal_demo.retrieval.library import Library, open_library, resolve_refs
+from crossmodal_demo.retrieval.search import Query
+from crossmodal_demo.index.store import Collection
 
 DATA = Path(__file__).parent / "data"
 
@@ -202,8 +202,8 @@ def kill_trial(tmp_path: Path, target: int) -> None:
 
 def test_large_partitions_switch_to_ivf_and_agree_with_exact_search(tmp_path: Path) -> None:
     """Index choice by size: below the threshold Flat, above it IVF; IVF top-10 ≈ exact top-10."""
-    from crossmodal_demo.ann import IndexPolicy
-    from crossmodal_demo.store import NewItem
+    from crossmodal_demo.index.faiss_index import IndexPolicy
+    from crossmodal_demo.index.store import NewItem
 
     rng = np.random.default_rng(0)
     centers = rng.standard_normal((50, 32)).astype(np.float32)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crossmodal_demo.store import Collection, NewItem
+from crossmodal_demo.index.store import Collection, NewItem
 
 DIM = 16
 

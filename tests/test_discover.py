@@ -7,7 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
-from crossmodal_demo.discover import discover
+from crossmodal_demo.ingest.discover import discover
 
 
 def _photo(data_dir: Path, dest: Path) -> Path:

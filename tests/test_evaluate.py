@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from crossmodal_demo.cli import main
+from crossmodal_demo.cli.main import main
 from crossmodal_demo.errors import UserError
-from crossmodal_demo.evaluate import (
+from crossmodal_demo.analysis.evaluate import (
     METRICS,
     QrelsQuery,
     compute_metrics,
@@ -20,9 +20,9 @@ from crossmodal_demo.evaluate import (
     parse_qrels,
     resolve_qrels,
 )
-from crossmodal_demo.fusion import DEFAULT_METHODS
-from crossmodal_demo.library import Library
-from crossmodal_demo.search import Query
+from crossmodal_demo.retrieval.fusion import DEFAULT_METHODS
+from crossmodal_demo.retrieval.library import Library
+from crossmodal_demo.retrieval.search import Query
 
 DATA = Path(__file__).parent / "data"
 DEMO_DATA = Path(__file__).parent.parent / "crossmodal_demo" / "demo_data"
@@ -157,7 +157,7 @@ def test_evaluate_function_with_one_source_and_trec_files(indexed: Library, tmp_
 def demo_indexes(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Path:
     """The built-in demo collection, built once for this module (~30 s with the offline preset)."""
     from crossmodal_demo.config import load_config
-    from crossmodal_demo.demo import ensure_demo_collection
+    from crossmodal_demo.app.demo_collection import ensure_demo_collection
 
     cfg = load_config(indexes_dir=tmp_path_factory.mktemp("demo_indexes"))
     lib = ensure_demo_collection(cfg, preset="offline")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from crossmodal_demo.errors import UserError
-from crossmodal_demo.fusion import (
+from crossmodal_demo.retrieval.fusion import (
     DEFAULT_METHODS,
     break_ties,
     combine_query_vectors,

@@ -26,10 +26,10 @@ import pytest
 from PIL import Image
 
 from crossmodal_demo.config import Config, load_config
-from crossmodal_demo.indexing import IndexReport, index_paths
-from crossmodal_demo.library import Library, open_library
-from crossmodal_demo.media import load_audio, load_image, modality_of
-from crossmodal_demo.store import Collection
+from crossmodal_demo.index.pipeline import IndexReport, index_paths
+from crossmodal_demo.retrieval.library import Library, open_library
+from crossmodal_demo.ingest.media import load_audio, load_image, modality_of
+from crossmodal_demo.index.store import Collection
 
 HOSTILE = Path(__file__).parent / "data" / "hostile"
 MAX_AUDIO_SECONDS = 60

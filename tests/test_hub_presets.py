@@ -22,8 +22,8 @@ from crossmodal_demo.config import Config
 from crossmodal_demo.encoders import ENCODERS, EncoderSet, get_preset
 from crossmodal_demo.encoders import device, hub
 from crossmodal_demo.errors import UserError
-from crossmodal_demo.library import open_library
-from crossmodal_demo.media import Audio
+from crossmodal_demo.retrieval.library import open_library
+from crossmodal_demo.ingest.media import Audio
 
 TINY_CLIP = {
     "embed_dim": 16,
@@ -186,7 +186,7 @@ def test_clap_tiny_checkpoint_audio_and_text(clip_set: EncoderSet) -> None:
 
 
 def test_clap_resamples_to_48k(clip_set: EncoderSet) -> None:
-    from crossmodal_demo.media import resample
+    from crossmodal_demo.ingest.media import resample
 
     aud = clip_set.get("clap-audio")
     c16 = _clip(0.5, seed=3)

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from crossmodal_demo.errors import UserError
-from crossmodal_demo.fusion import combine_query_vectors, contributions, fuse
-from crossmodal_demo.lab import lab_table, run_lab
-from crossmodal_demo.library import Library, open_library
-from crossmodal_demo.search import Query
-from crossmodal_demo.sources import list_sources
+from crossmodal_demo.retrieval.fusion import combine_query_vectors, contributions, fuse
+from crossmodal_demo.analysis.lab import lab_table, run_lab
+from crossmodal_demo.retrieval.library import Library, open_library
+from crossmodal_demo.retrieval.search import Query
+from crossmodal_demo.retrieval.sources import list_sources
 
 DATA = Path(__file__).parent / "data"
 # Captions deliberately disagree with the pictures for two photos, so the two sources rank differently.
@@ -29,7 +29,7 @@ CAPTIONS = {
 @pytest.fixture(scope="module")
 def lab_lib(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Library:
     from crossmodal_demo.config import load_config
-    from crossmodal_demo.indexing import index_paths
+    from crossmodal_demo.index.pipeline import index_paths
 
     media = tmp_path_factory.mktemp("lab_media")
     for name in CAPTIONS:

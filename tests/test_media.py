@@ -12,7 +12,7 @@ import soundfile as sf
 from PIL import Image
 
 from crossmodal_demo.errors import MediaError
-from crossmodal_demo.media import load_audio, load_image, load_text, modality_of
+from crossmodal_demo.ingest.media import load_audio, load_image, load_text, modality_of
 
 
 def test_good_image_is_rgb(data_dir: Path) -> None:

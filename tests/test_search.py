@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from crossmodal_demo.errors import UserError
-from crossmodal_demo.library import Library
-from crossmodal_demo.search import Query
+from crossmodal_demo.retrieval.library import Library
+from crossmodal_demo.retrieval.search import Query
 
 DATA = Path(__file__).parent / "data"
 SPEECH = json.loads((DATA / "speech" / "sentences.json").read_text())
@@ -100,8 +100,8 @@ def test_query_is_encoded_in_every_space_of_its_modality(indexed: Library) -> No
 
 def test_text_query_never_loads_the_audio_model(tmp_path: Path, shared_cache: Path) -> None:
     from crossmodal_demo.config import load_config
-    from crossmodal_demo.indexing import index_paths
-    from crossmodal_demo.library import open_library
+    from crossmodal_demo.index.pipeline import index_paths
+    from crossmodal_demo.retrieval.library import open_library
 
     cfg = load_config(indexes_dir=tmp_path)
     lib = open_library(cfg, "lazy", create=True)

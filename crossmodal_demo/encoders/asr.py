@@ -1,6 +1,6 @@
 """Audio → text space through speech recognition: Whisper (faster-whisper) transcript, embedded as text.
 
-The transcript is kept on the :class:`~crossmodal_demo.media.Audio` object so indexing stores it and
+The transcript is kept on the :class:`~crossmodal_demo.ingest.media.Audio` object so indexing stores it and
 search shows it. Clips with no speech get an empty transcript and a zero vector ("no speech found").
 """
 
@@ -13,9 +13,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..config import Config
-from ..media import Audio, resample
-from .base import Encoder, EncoderSpec
+from crossmodal_demo.config import Config
+from crossmodal_demo.ingest.media import Audio, resample
+from crossmodal_demo.encoders.base import Encoder, EncoderSpec
 
 # Whisper's own rule for dropping hallucinated segments in silence / non-speech.
 NO_SPEECH_PROB = 0.6

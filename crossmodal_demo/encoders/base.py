@@ -14,8 +14,8 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from ..config import Config
-from ..errors import UserError
+from crossmodal_demo.config import Config
+from crossmodal_demo.errors import UserError
 
 
 @runtime_checkable
@@ -25,7 +25,7 @@ class Encoder(Protocol):
     ``encode(batch)`` returns float32 ``(len(batch), dim)``, each row L2-normalised, or all zeros when
     the input holds nothing to embed in this space (e.g. an audio clip with no speech for a
     transcript encoder). Batch element types: ``str`` for text, ``PIL.Image.Image`` (RGB) for image,
-    :class:`crossmodal_demo.media.Audio` for audio.
+    :class:`crossmodal_demo.ingest.media.Audio` for audio.
     """
 
     name: str

@@ -22,10 +22,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..config import Config
-from ..media import resample
-from .base import EncoderSpec, TowerEncoder, l2_normalise, shared_holder
-from .hub import HubFile, cached_or_fetch
+from crossmodal_demo.config import Config
+from crossmodal_demo.ingest.media import resample
+from crossmodal_demo.encoders.base import EncoderSpec, TowerEncoder, l2_normalise, shared_holder
+from crossmodal_demo.encoders.hub import HubFile, cached_or_fetch
 
 DEFAULT_CLAP = "laion/clap-htsat-fused"
 CLAP_SR = 48000
@@ -111,7 +111,7 @@ class ClapHolder:
 
         hf_logging.disable_progress_bar()  # per-tensor "Loading weights" bars would clutter the CLI's stderr
 
-        from .device import torch_dtype
+        from crossmodal_demo.encoders.device import torch_dtype
 
         # A local folder: transformers reads it without any network call; safetensors or weights_only pickles.
         model = ClapModel.from_pretrained(path, dtype=torch_dtype(self.device), local_files_only=True)
@@ -215,13 +215,13 @@ class ClapText(TowerEncoder):
 
 def make_audio(spec: EncoderSpec, config: Config, encoders: Any = None) -> ClapAudio:
     """Factory for ``clap-audio``."""
-    from .device import torch_device
+    from crossmodal_demo.encoders.device import torch_device
 
     return ClapAudio(spec, shared_model(spec.options.get("model") or clap_model_name(), torch_device()))
 
 
 def make_text(spec: EncoderSpec, config: Config, encoders: Any = None) -> ClapText:
     """Factory for ``clap-text`` (shares the loaded model with ``clap-audio``)."""
-    from .device import torch_device
+    from crossmodal_demo.encoders.device import torch_device
 
     return ClapText(spec, shared_model(spec.options.get("model") or clap_model_name(), torch_device()))

@@ -18,8 +18,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..config import Config
-from .base import Encoder, EncoderSpec, l2_normalise
+from crossmodal_demo.config import Config
+from crossmodal_demo.encoders.base import Encoder, EncoderSpec, l2_normalise
 
 
 def bundled_effnet_lite0_path() -> str:

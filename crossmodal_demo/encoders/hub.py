@@ -27,9 +27,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
-from ..config import Config
-from ..errors import UserError
-from .base import ENCODERS, PRESETS, EncoderSpec, Preset, get_preset
+from crossmodal_demo.config import Config
+from crossmodal_demo.errors import UserError
+from crossmodal_demo.encoders.base import ENCODERS, PRESETS, EncoderSpec, Preset, get_preset
 
 T = TypeVar("T")
 
@@ -176,8 +176,8 @@ def whisper_model_id(name: str) -> str:
 
 def make_whisper_transcript(spec: EncoderSpec, config: Config, encoders: Any) -> Any:
     """Factory: Whisper transcripts (bundled tiny.en or the chosen model) embedded by the preset's text encoder."""
-    from .asr import TranscriptEncoder, WhisperTranscriber, bundled_whisper_path
-    from .device import torch_device, whisper_compute
+    from crossmodal_demo.encoders.asr import TranscriptEncoder, WhisperTranscriber, bundled_whisper_path
+    from crossmodal_demo.encoders.device import torch_device, whisper_compute
 
     name = spec.options.get("whisper") or whisper_choice()
     if name == "bundled":
@@ -197,7 +197,7 @@ def make_whisper_transcript(spec: EncoderSpec, config: Config, encoders: Any) ->
 # ---------------------------------------------------------------------------------------------- preset
 def clip_specs() -> list[EncoderSpec]:
     """Encoder specs of the ``clip`` preset for the models chosen in the environment right now."""
-    from . import clap, open_clip
+    from crossmodal_demo.encoders import clap, open_clip
 
     choice = open_clip.clip_choice()
     clip_dim = open_clip.embed_dim(choice)
@@ -250,21 +250,21 @@ def preset_files(name: str) -> list[HubFile]:
     """Every hub file preset ``name`` needs ([] for presets whose weights ship in pip packages)."""
     if name != "clip":
         return []
-    from . import clap, open_clip
+    from crossmodal_demo.encoders import clap, open_clip
 
     return open_clip.weight_files(open_clip.clip_choice()) + clap.clap_files(clap.clap_model_name()) + whisper_files(whisper_choice())
 
 
 def missing_files(name: str) -> list[str]:
     """Hub files of preset ``name`` not in the local cache (no network)."""
-    from . import open_clip
+    from crossmodal_demo.encoders import open_clip
 
     missing = [f.describe() for f in preset_files(name) if f.cached() is None]
     if name == "clip":
         choice = open_clip.clip_choice()
         if (choice.is_file or choice.schema == "local-dir") and open_clip.local_checkpoint(choice) is None:
             missing.append(f"{choice.pretrained if choice.is_file else choice.model} (no such file)")
-        from . import clap
+        from crossmodal_demo.encoders import clap
 
         cname = clap.clap_model_name()
         if cname.startswith(("/", ".", "~")) and not os.path.isdir(cname):  # a folder, not an org/name hub id
@@ -395,12 +395,12 @@ def weights_status(spec: EncoderSpec) -> tuple[bool, str]:
         ok = all(importlib.util.find_spec(p) is not None for p in packages)
         return ok, "pip packages " + ", ".join(p.replace("_", "-") for p in packages)
     if spec.name.startswith("openclip-"):
-        from . import open_clip
+        from crossmodal_demo.encoders import open_clip
 
         choice = spec.options.get("choice") or open_clip.clip_choice()
         return open_clip.local_checkpoint(choice) is not None, "Hugging Face hub (cached in HF_HOME)"
     if spec.name.startswith("clap-"):
-        from . import clap
+        from crossmodal_demo.encoders import clap
 
         return clap.clap_local_path(spec.options.get("model") or clap.clap_model_name()) is not None, "Hugging Face hub (cached in HF_HOME)"
     if spec.name == "whisper-transcript":

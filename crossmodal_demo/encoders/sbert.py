@@ -9,8 +9,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..config import Config
-from .base import EncoderSpec, l2_normalise
+from crossmodal_demo.config import Config
+from crossmodal_demo.encoders.base import EncoderSpec, l2_normalise
 
 
 @lru_cache(maxsize=4)

@@ -7,12 +7,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Config
-from .encoders import EncoderSet, get_preset
-from .encoders.base import Encoder
-from .errors import UserError
-from .search import SearchService
-from .store import Collection, Item
+from crossmodal_demo.config import Config
+from crossmodal_demo.encoders import EncoderSet, get_preset
+from crossmodal_demo.encoders.base import Encoder
+from crossmodal_demo.errors import UserError
+from crossmodal_demo.retrieval.search import SearchService
+from crossmodal_demo.index.store import Collection, Item
 
 DEFAULT_PRESET = "auto"  # clip when its weights can be had, else offline (encoders/hub.py)
 
@@ -57,7 +57,7 @@ def open_library(
 
 def _choose_preset(config: Config, name: str, preset: str | None) -> tuple[str, str]:
     """(concrete preset, reason): an existing collection keeps its own preset unless another is named."""
-    from .encoders.hub import resolve_preset
+    from crossmodal_demo.encoders.hub import resolve_preset
 
     try:
         stored = json.loads((Path(config.indexes_dir) / name / "manifest.json").read_text()).get("preset")

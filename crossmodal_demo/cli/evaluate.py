@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
-from .fusion import DEFAULT_METHODS, method_names
-from .sources import DEFAULT_DEPTH
+from crossmodal_demo.errors import UserError
+from crossmodal_demo.retrieval.fusion import DEFAULT_METHODS, method_names
+from crossmodal_demo.retrieval.sources import DEFAULT_DEPTH
 
 SHORT = {"recall@1": "R@1", "recall@5": "R@5", "recall@10": "R@10", "mrr": "MRR", "ndcg@10": "nDCG@10"}
 
@@ -70,9 +70,9 @@ def parse_methods(given: list[str] | None) -> list[str]:
 
 def cmd_evaluate(args: argparse.Namespace, config: Any) -> int:
     """``evaluate``: results table (or JSON); bad qrels lines are listed on stderr, the rest still runs."""
-    from .evaluate import evaluate_qrels
-    from .fusion import parse_method
-    from .library import open_library
+    from crossmodal_demo.analysis.evaluate import evaluate_qrels
+    from crossmodal_demo.retrieval.fusion import parse_method
+    from crossmodal_demo.retrieval.library import open_library
 
     methods = parse_methods(args.methods)
     for m in methods:

@@ -20,9 +20,9 @@ def add_subcommands(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def models_report(config: Any) -> dict[str, Any]:
     """Every preset (auto, clip, offline) with its encoders; auto shows what it resolves to here and why."""
-    from .encoders.hub import describe_preset, resolve_preset
-    from .errors import UserError
-    from .library import DEFAULT_PRESET
+    from crossmodal_demo.encoders.hub import describe_preset, resolve_preset
+    from crossmodal_demo.errors import UserError
+    from crossmodal_demo.retrieval.library import DEFAULT_PRESET
 
     chosen, reason = resolve_preset("auto", config)
     presets: list[dict[str, Any]] = []
@@ -61,7 +61,7 @@ def cmd_models(args: argparse.Namespace, config: Any) -> int:
 
 def cmd_download(args: argparse.Namespace, config: Any) -> int:
     """``download``: fetch the preset's hub weights into the Hugging Face cache (HF_HOME)."""
-    from .encoders.hub import download
+    from crossmodal_demo.encoders.hub import download
 
     if args.preset == "offline":
         print("preset offline: weights ship inside pip packages; nothing to download.")

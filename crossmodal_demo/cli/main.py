@@ -15,11 +15,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
-from .config import load_config
-from .errors import UserError
+from crossmodal_demo.config import load_config
+from crossmodal_demo.errors import UserError
 
 EXIT_USAGE = 2
-EXTENSIONS: tuple[str, ...] = ("crossmodal_demo.cli_models", "crossmodal_demo.cli_evaluate")
+EXTENSIONS: tuple[str, ...] = ("crossmodal_demo.cli.models", "crossmodal_demo.cli.evaluate")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -102,8 +102,8 @@ def cmd_index(args: argparse.Namespace, config: Any) -> int:
     """``index``: add files/folders; tqdm progress on stderr; per-file errors listed at the end."""
     from tqdm import tqdm
 
-    from .indexing import index_paths
-    from .library import open_library
+    from crossmodal_demo.index.pipeline import index_paths
+    from crossmodal_demo.retrieval.library import open_library
 
     missing = [str(p) for p in args.paths if not Path(p).exists()]
     if missing and len(missing) == len(args.paths):
@@ -144,8 +144,8 @@ def cmd_index(args: argparse.Namespace, config: Any) -> int:
 
 def cmd_search(args: argparse.Namespace, config: Any) -> int:
     """``search``: one query → ranked hits (table or JSON)."""
-    from .library import open_library
-    from .search import Query
+    from crossmodal_demo.retrieval.library import open_library
+    from crossmodal_demo.retrieval.search import Query
 
     query = Query(text=args.text, image=args.image, audio=args.audio)
     query.modality  # validates "exactly one query" before any model loads
@@ -169,7 +169,7 @@ def cmd_search(args: argparse.Namespace, config: Any) -> int:
 
 def cmd_list(args: argparse.Namespace, config: Any) -> int:
     """``list``: items and counts (no model is loaded)."""
-    from .store import Collection
+    from crossmodal_demo.index.store import Collection
 
     coll = Collection.open(config.indexes_dir, args.collection, config.index_policy)
     try:
@@ -194,8 +194,8 @@ def cmd_list(args: argparse.Namespace, config: Any) -> int:
 
 def cmd_remove(args: argparse.Namespace, config: Any) -> int:
     """``remove``: delete items by id or path from every space."""
-    from .library import resolve_refs
-    from .store import Collection
+    from crossmodal_demo.retrieval.library import resolve_refs
+    from crossmodal_demo.index.store import Collection
 
     coll = Collection.open(config.indexes_dir, args.collection, config.index_policy)
     try:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import UserError
+from crossmodal_demo.errors import UserError
 
 # ranx forces numba's "workqueue" threading layer, which aborts the whole process when two threads
 # run its kernels at once (seen in the app: two lab runs, or a run during the warm-up). Every ranx call

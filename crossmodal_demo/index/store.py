@@ -28,8 +28,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from . import ann
-from .errors import UserError
+from crossmodal_demo.index import faiss_index as ann
+from crossmodal_demo.errors import UserError
 
 SCHEMA_VERSION = 1
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -160,7 +160,7 @@ class Collection:
         self._indexes: dict[IndexKey, Any] = {}
         self._dirty: set[IndexKey] = set()
         # GPU search copies (faiss-gpu with a GPU only); the CPU index stays the one written to disk.
-        from .encoders.device import faiss_has_gpu
+        from crossmodal_demo.encoders.device import faiss_has_gpu
 
         self._use_gpu = faiss_has_gpu(faiss)
         self._gpu_copies: dict[IndexKey, Any] = {}
@@ -298,7 +298,7 @@ class Collection:
         if not self._use_gpu or ix is None:
             return ix
         if key not in self._gpu_copies:
-            from .encoders.device import index_to_gpu
+            from crossmodal_demo.encoders.device import index_to_gpu
 
             self._gpu_copies[key] = index_to_gpu(self._faiss, ix)
         return self._gpu_copies[key]

@@ -15,12 +15,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .config import Config
-from .discover import Candidate, Problem, discover
-from .encoders.base import EncoderSet
-from .errors import MediaError
-from .media import check_size, load_audio, load_image, load_text
-from .store import Collection, NewItem
+from crossmodal_demo.config import Config
+from crossmodal_demo.ingest.discover import Candidate, Problem, discover
+from crossmodal_demo.encoders.base import EncoderSet
+from crossmodal_demo.errors import MediaError
+from crossmodal_demo.ingest.media import check_size, load_audio, load_image, load_text
+from crossmodal_demo.index.store import Collection, NewItem
 
 ProgressFn = Callable[[int, int, str], None]  # (files done, files total, current file name)
 MODALITY_ORDER = ("text", "image", "audio")  # text first: its model is shared by the other two

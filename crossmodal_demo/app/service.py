@@ -27,19 +27,19 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .config import Config
-from .demo import DEMO_DATA, DEMO_NAME, ensure_demo_collection, is_demo_complete
-from .discover import MANIFESTS, Problem
-from .encoders import PRESETS, get_preset
-from .encoders.base import Encoder
-from .errors import MediaError, UserError
-from .fusion import DEFAULT_METHODS, method_names, parse_method
-from .indexing import index_paths
-from .library import Library, open_library, resolve_refs
-from .media import AUDIO_EXTS, IMAGE_EXTS, TEXT_EXTS, Audio, load_audio, load_image, load_text, modality_of, resample
-from .search import TARGETS, Query
-from .sources import list_sources, target_modalities
-from .store import Collection, Item, check_name, collection_names
+from crossmodal_demo.config import Config
+from crossmodal_demo.app.demo_collection import DEMO_DATA, DEMO_NAME, ensure_demo_collection, is_demo_complete
+from crossmodal_demo.ingest.discover import MANIFESTS, Problem
+from crossmodal_demo.encoders import PRESETS, get_preset
+from crossmodal_demo.encoders.base import Encoder
+from crossmodal_demo.errors import MediaError, UserError
+from crossmodal_demo.retrieval.fusion import DEFAULT_METHODS, method_names, parse_method
+from crossmodal_demo.index.pipeline import index_paths
+from crossmodal_demo.retrieval.library import Library, open_library, resolve_refs
+from crossmodal_demo.ingest.media import AUDIO_EXTS, IMAGE_EXTS, TEXT_EXTS, Audio, load_audio, load_image, load_text, modality_of, resample
+from crossmodal_demo.retrieval.search import TARGETS, Query
+from crossmodal_demo.retrieval.sources import list_sources, target_modalities
+from crossmodal_demo.index.store import Collection, Item, check_name, collection_names
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class AppService:
         self._warm_thread: threading.Thread | None = None
         # ranx forces numba's "workqueue" threading layer, which aborts the whole process when two threads
         # run its parallel kernels at once; every ranx user here (warm-up, lab, evaluate) takes this lock.
-        from .fusion import RANX_LOCK
+        from crossmodal_demo.retrieval.fusion import RANX_LOCK
 
         self._ranx_lock = RANX_LOCK  # held for a whole lab run / evaluation / warm-up (see fusion.RANX_LOCK)
 
@@ -461,7 +461,7 @@ class AppService:
             if self._warm_thread is None:
 
                 def run() -> None:
-                    from .fusion import warm_up
+                    from crossmodal_demo.retrieval.fusion import warm_up
 
                     try:
                         with self._ranx_lock:
@@ -488,8 +488,8 @@ class AppService:
     def all_source_names() -> list[str]:
         """Every source name any preset can produce (``space/channel`` for each encoder space), for input
         validation; :meth:`lab_sources` says which the active collection has."""
-        from .encoders import ENCODERS
-        from .search import CHANNELS
+        from crossmodal_demo.encoders import ENCODERS
+        from crossmodal_demo.retrieval.search import CHANNELS
 
         spaces = dict.fromkeys(getattr(e, "space", None) for e in ENCODERS.values())
         return [f"{sp}/{ch}" for sp in spaces if sp for ch in CHANNELS]
@@ -521,7 +521,7 @@ class AppService:
         or a dict, used by ``wsum`` methods; weights of sources not in the run are ignored.
         Returns run_lab's document plus ``collection``, ``skipped_sources`` and ``ignored_weights``.
         """
-        from .lab import run_lab
+        from crossmodal_demo.analysis.lab import run_lab
 
         if target not in TARGETS:
             raise UserError(f"Unknown target {target!r}. Choose one of: {', '.join(TARGETS)}.")
@@ -583,7 +583,7 @@ class AppService:
         collection only. ``methods`` None = the default set. Bad qrels lines are listed in ``problems``
         (the rest still runs). ``progress(done, total, description)`` reports per query.
         """
-        from .evaluate import evaluate_qrels
+        from crossmodal_demo.analysis.evaluate import evaluate_qrels
 
         methods = list(DEFAULT_METHODS) if methods is None else list(methods)
         for m in methods:
@@ -708,7 +708,7 @@ def _device() -> dict[str, Any]:
     except Exception:  # torch missing or broken: report CPU
         pass
     try:
-        from .encoders.device import torch_device
+        from crossmodal_demo.encoders.device import torch_device
 
         device = torch_device()
     except ImportError:

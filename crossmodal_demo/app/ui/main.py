@@ -1,4 +1,4 @@
-"""The Gradio app: components wired to :class:`~crossmodal_demo.app_service.AppService` methods.
+"""The Gradio app: components wired to :class:`~crossmodal_demo.app.service.AppService` methods.
 
 No search or indexing logic lives here. Every action is an event with a named API endpoint —
 ``/search``, ``/index_uploads``, ``/list_items``, ``/delete``, ``/create_collection``,
@@ -24,9 +24,9 @@ from typing import Any, Callable, TypeVar
 import gradio as gr
 import pandas as pd
 
-from .app_service import MAX_K, MODALITY_FILTERS, UPLOAD_EXTS, AppService
-from .errors import UserError
-from .search import TARGETS
+from crossmodal_demo.app.service import MAX_K, MODALITY_FILTERS, UPLOAD_EXTS, AppService
+from crossmodal_demo.errors import UserError
+from crossmodal_demo.retrieval.search import TARGETS
 
 F = TypeVar("F", bound=Callable[..., Any])
 ITEM_HEADERS = ["id", "type", "name", "caption / transcript", "note"]
@@ -157,7 +157,7 @@ def report_markdown(rep: dict[str, Any] | None) -> str:
 
 def build_demo(service: AppService) -> gr.Blocks:
     """The Blocks app over ``service`` (launch it with ``.launch(**launch_options(service))``)."""
-    from .ui_lab import add_lab_tabs
+    from crossmodal_demo.app.ui.lab_tab import add_lab_tabs
 
     st0 = service.status()
     service.warm_up_fusion()  # ranx compiles numba kernels (~12 s) in the background; serving never waits

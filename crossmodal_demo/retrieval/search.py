@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from .config import Config
-from .encoders.base import EncoderSet
-from .errors import UserError
-from .media import MODALITIES, Audio, load_audio, load_image
-from .store import Collection
+from crossmodal_demo.config import Config
+from crossmodal_demo.encoders.base import EncoderSet
+from crossmodal_demo.errors import UserError
+from crossmodal_demo.ingest.media import MODALITIES, Audio, load_audio, load_image
+from crossmodal_demo.index.store import Collection
 
 TARGETS = ("image", "text", "audio", "any")
 CHANNELS = ("content", "caption")

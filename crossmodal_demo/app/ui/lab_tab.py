@@ -14,10 +14,10 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from .app_service import LAB_METHODS, MAX_LAB_K, AppService, evaluation_rows
-from .fusion import DEFAULT_METHODS, method_names
-from .lab import lab_table, movement_tag
-from .search import TARGETS
+from crossmodal_demo.app.service import LAB_METHODS, MAX_LAB_K, AppService, evaluation_rows
+from crossmodal_demo.retrieval.fusion import DEFAULT_METHODS, method_names
+from crossmodal_demo.analysis.lab import lab_table, movement_tag
+from crossmodal_demo.retrieval.search import TARGETS
 
 EVAL_HEADERS = ["row", "kind", "n", "R@1", "R@5", "R@10", "MRR", "nDCG@10", "p vs best single (nDCG@10)"]
 PROBLEM_HEADERS = ["line", "problem"]
@@ -191,7 +191,7 @@ def eval_figure(doc: dict[str, Any] | None) -> Any:
 
 def add_lab_tabs(service: AppService, demo: gr.Blocks) -> None:
     """Add the Fusion lab and Evaluate tabs (call inside ``gr.Tabs()`` of :func:`ui.build_demo`)."""
-    from .ui import BROWSE, PRIVATE, SEARCH_CONCURRENCY, dumps, loads, user_errors
+    from crossmodal_demo.app.ui.main import BROWSE, PRIVATE, SEARCH_CONCURRENCY, dumps, loads, user_errors
 
     try:
         sources0 = service.lab_sources("image")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from .errors import MediaError
+from crossmodal_demo.errors import MediaError
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 AUDIO_EXTS = {".wav", ".flac", ".ogg", ".mp3"}

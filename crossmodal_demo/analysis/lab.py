@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UserError
-from .fusion import contributions, fuse, parse_method
-from .sources import (
+from crossmodal_demo.errors import UserError
+from crossmodal_demo.retrieval.fusion import contributions, fuse, parse_method
+from crossmodal_demo.retrieval.sources import (
     DEFAULT_DEPTH,
     ExtraSource,
     QueryLike,

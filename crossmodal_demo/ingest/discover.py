@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .media import accepted_extensions, bom_encoding, modality_of
+from crossmodal_demo.ingest.media import accepted_extensions, bom_encoding, modality_of
 
 MANIFESTS = ("captions.csv", "captions.jsonl")
 

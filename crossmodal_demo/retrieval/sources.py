@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UserError
-from .fusion import RankedList, combine_query_vectors
-from .media import MODALITIES
-from .search import CHANNELS, TARGETS, Query
+from crossmodal_demo.errors import UserError
+from crossmodal_demo.retrieval.fusion import RankedList, combine_query_vectors
+from crossmodal_demo.ingest.media import MODALITIES
+from crossmodal_demo.retrieval.search import CHANNELS, TARGETS, Query
 
 DEFAULT_DEPTH = 100  # items ranked per source; fusion sees only these (see README "Fusion lab")
 

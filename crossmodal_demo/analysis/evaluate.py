@@ -32,10 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UserError
-from .fusion import DEFAULT_METHODS, RANX_LOCK, RankedList, break_ties, fuse_runs, parse_method
-from .search import TARGETS, Query
-from .sources import DEFAULT_DEPTH, list_sources, rank_sources
+from crossmodal_demo.errors import UserError
+from crossmodal_demo.retrieval.fusion import DEFAULT_METHODS, RANX_LOCK, RankedList, break_ties, fuse_runs, parse_method
+from crossmodal_demo.retrieval.search import TARGETS, Query
+from crossmodal_demo.retrieval.sources import DEFAULT_DEPTH, list_sources, rank_sources
 
 METRICS = ("recall@1", "recall@5", "recall@10", "mrr", "ndcg@10")
 RANKING_METRIC = "ndcg@10"  # picks the "best" row; ties fall to mrr then recall@1
@@ -329,7 +329,7 @@ def build_runs(
     A query that cannot be encoded (unreadable file, no speech) becomes a problem and is skipped.
     ``on_progress(done, total, description)`` is called before each query and once before fusing.
     """
-    from .indexing import file_sha256
+    from crossmodal_demo.index.pipeline import file_sha256
 
     parsed = [parse_method(m) for m in methods]
     singles: dict[str, dict[str, RankedList]] = {}

@@ -14,12 +14,12 @@ import shutil
 import time
 from pathlib import Path
 
-from .config import Config
-from .discover import MANIFESTS
-from .indexing import ProgressFn, index_paths
-from .library import Library, open_library
-from .media import modality_of
-from .store import atomic_write_bytes
+from crossmodal_demo.config import Config
+from crossmodal_demo.ingest.discover import MANIFESTS
+from crossmodal_demo.index.pipeline import ProgressFn, index_paths
+from crossmodal_demo.retrieval.library import Library, open_library
+from crossmodal_demo.ingest.media import modality_of
+from crossmodal_demo.index.store import atomic_write_bytes
 
 DEMO_NAME = "demo"
 DEMO_DATA = Path(__file__).resolve().parent / "demo_data"

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from .encoders.base import l2_normalise
-from .errors import UserError
+from crossmodal_demo.encoders.base import l2_normalise
+from crossmodal_demo.errors import UserError
 
 METHODS = ("procrustes", "cca")
 
@@ -245,7 +245,7 @@ def offline_text_bridge(
     Pairs: the ImageNet class names in the ConSE prompt, plus the collection's captions and
     transcripts, plus ``extra_texts``; each text embedded in both spaces. Returns (bridge, LSA space).
     """
-    from .encoders.conse import imagenet_class_names
+    from crossmodal_demo.encoders.conse import imagenet_class_names
 
     text_enc = library.encoders.text_encoder_for("text")
     if text_enc is None:
@@ -269,12 +269,12 @@ def offline_text_bridge(
 
 
 def bridge_source(library: Any, bridge: Bridge, encode: Callable[[str], np.ndarray], channel: str = "content") -> Any:
-    """An :class:`~crossmodal_demo.sources.ExtraSource` ranking target items through ``bridge`` for text queries.
+    """An :class:`~crossmodal_demo.retrieval.sources.ExtraSource` ranking target items through ``bridge`` for text queries.
 
     ``encode(text)`` gives the query's vector in the bridge's source space; target items are those
     with a ``channel`` vector in the bridge's target space.
     """
-    from .sources import ExtraSource, target_modalities
+    from crossmodal_demo.retrieval.sources import ExtraSource, target_modalities
 
     def rank(query: Any, target: str, depth: int) -> dict[str, float]:
         if not query.text:
