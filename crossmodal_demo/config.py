@@ -224,3 +224,12 @@ def check_config(cfg: Config) -> None:
         raise UserError(f"Device {cfg.device!r} is not one of: {', '.join(DEVICES)} (CROSSMODAL_DEVICE).")
     if cfg.port is not None and not 0 < cfg.port < 65536:
         raise UserError(f"Port {cfg.port} is not between 1 and 65535 (CROSSMODAL_PORT / --port).")
+
+
+def apply_process_defaults() -> None:
+    """Process-wide defaults for libraries we embed (entry points call this once, before importing them).
+
+    Tokenizers' own thread pool fights torch for 2 cores and warns after fork; Gradio must not phone home.
+    """
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")

@@ -1,289 +1,279 @@
-"""The app's callbacks (AppService methods and ui helpers), called directly as functions, with real offline weights."""
+"""The app's service layer with fake encoders: per-visitor state, public mode, quotas, workspaces, recovery, self-healing demo."""
 
 from __future__ import annotations
 
 import json
-import shutil
-import stat
-import zipfile
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
-import soundfile as sf
 
-from crossmodal_demo.app.service import OFFLINE_BANNER, AppService, offline_banner
-from crossmodal_demo.encoders import PRESETS
+from crossmodal_demo.app import lab_actions, library_actions, search_actions, upload_batches
+from crossmodal_demo.app.collections import CollectionRef
+from crossmodal_demo.app.demo_collection import DEMO_NAME, demo_health
+from crossmodal_demo.app.serving import item_file
+from crossmodal_demo.app.service import MY_UPLOADS, AppService
+from crossmodal_demo.app.visitors import Visitor
 from crossmodal_demo.config import load_config
-from crossmodal_demo.app.demo_collection import MARKER, demo_files, ensure_demo_collection
 from crossmodal_demo.errors import UserError
-from crossmodal_demo.retrieval.library import open_library
+from tests.fakes import colour_image, fake_overrides
 
-DATA = Path(__file__).parent / "data"
-HIT_FIELDS = {"id", "path", "modality", "score", "space", "channel", "caption", "transcript", "rank"}
-UPLOADS = [
-    DATA / "images" / "cat.jpg",
-    DATA / "images" / "coffee.jpg",
-    DATA / "images" / "rocket.jpg",
-    DATA / "speech" / "weather.wav",
-    DATA / "texts" / "forecast_note.txt",
-    DATA / "texts" / "commute_note.txt",
-    DATA / "texts" / "pet_note.txt",
-]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_service(tmp_path: Path, **settings: object) -> AppService:
+    """A started service over fresh indexes (demo built with the fakes, in this thread)."""
+    cfg = load_config(environ={}, indexes_dir=tmp_path / "ix", cache_dir_override=tmp_path / "cache", **settings)
+    svc = AppService(cfg, encoder_overrides=fake_overrides())
+    svc.start(background=False)
+    return svc
+
+
+def pictures(folder: Path, *colours: str) -> list[str]:
+    """Small PNGs of the given colours (the fakes index a picture as its dominant colour's name)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, c in enumerate(colours):
+        p = folder / f"{c}-{i}.png"
+        colour_image(c).save(p)
+        out.append(str(p))
+    return out
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> AppService:
-    """A started service on collection 'mine' (pre-created, so no demo build) holding UPLOADS."""
-    cfg = load_config(indexes_dir=tmp_path_factory.mktemp("app-indexes"))
-    open_library(cfg, "mine", preset="offline", create=True).collection.close()
-    svc = AppService(cfg, preset="offline", collection="mine")
-    assert svc.start() == "mine"
-    calls: list[tuple[int, int, str]] = []
-    svc.first_report = svc.index_uploads([str(p) for p in UPLOADS], progress=lambda d, t, desc: calls.append((d, t, desc)))  # type: ignore[attr-defined]
-    svc.progress_calls = calls  # type: ignore[attr-defined]
+def public(tmp_path_factory: pytest.TempPathFactory) -> AppService:
+    svc = make_service(tmp_path_factory.mktemp("public"), public=True)
     yield svc
     svc.close()
 
 
-def test_start_loads_no_model_and_picks_the_requested_collection(tmp_path: Path, shared_cache: Path) -> None:
-    cfg = load_config(indexes_dir=tmp_path / "ix")
-    open_library(cfg, "only", preset="offline", create=True).collection.close()
-    svc = AppService(cfg)
-    assert svc.start() == "only"  # an existing collection: no demo build
-    st = svc.status()
-    assert st["collection"] == "only" and st["demo_build"]["state"] == "idle"
-    assert not any(e["loaded"] for e in st["encoders"])
+def visitor(session: str) -> Visitor:
+    return Visitor(session=session)
+
+
+def test_local_visitors_choose_collections_independently(tmp_path: Path) -> None:
+    svc = make_service(tmp_path)
+    a, b = visitor("a"), visitor("b")
+    svc.create_collection(a, "mine")
+    assert svc.active_name(a) == "mine" and svc.active_name(b) == DEMO_NAME
+    library_actions.index_uploads(svc, a, pictures(tmp_path / "up", "red"))
+    assert library_actions.list_items(svc, a)["counts"]["total"] == 1
+    assert library_actions.list_items(svc, b)["collection"] == DEMO_NAME  # B never followed A
+    svc.switch_collection(b, "mine")
+    assert svc.active_name(b) == "mine" and svc.active_name(a) == "mine"
+    with pytest.raises(UserError, match="Unknown collection 'nope'"):
+        svc.switch_collection(b, "nope")
     svc.close()
 
 
-def test_uploads_are_copied_into_the_collection_and_indexed(service: AppService) -> None:
-    rep = service.first_report  # type: ignore[attr-defined]
-    assert rep["added"] == len(UPLOADS) and rep["errors"] == [] and rep["collection"] == "mine"
-    assert rep["counts"] == {"image": 3, "audio": 1, "text": 3, "total": 7}
-    media = service.library.collection.root / "media"
-    for it in service.library.collection.items():
-        assert Path(it.path).is_file() and Path(it.path).is_relative_to(media.resolve())
-    done, total, desc = service.progress_calls[-1]  # type: ignore[attr-defined]
-    assert (done, total) == (7, 7) and "items/s" in desc
+def test_public_uploads_are_private_to_their_visitor(public: AppService, tmp_path: Path) -> None:
+    a, b = visitor("alice"), visitor("bob")
+    demo_before = library_actions.list_items(public, b)["counts"]["total"]
+    rep = library_actions.index_uploads(public, a, pictures(tmp_path, "red", "green"))
+    assert rep["added"] == 2 and rep["collection"] == MY_UPLOADS
+    a.scope = "mine"
+    hits = search_actions.search(public, a, text="red", target="image", k=3)["hits"]
+    assert hits[0]["collection"] == MY_UPLOADS and hits[0]["path"].endswith(".png") and not hits[0]["path"].startswith("/")
+    b.scope = "both"  # Bob sees the demo only: Alice's workspace is not his
+    assert all(h["collection"] == DEMO_NAME for h in search_actions.search(public, b, text="red", target="image", k=50)["hits"])
+    assert library_actions.list_items(public, b)["collection"] == DEMO_NAME
+    with pytest.raises(UserError, match="read-only"):
+        library_actions.delete(public, b, [h["id"] for h in hits])
+    with pytest.raises(UserError, match="not available on this public app"):
+        public.create_collection(b, "x")
+    assert library_actions.list_items(public, b)["counts"]["total"] == demo_before
 
 
-def test_text_query_returns_the_cat_photo_first_with_cli_fields(service: AppService) -> None:
-    res = service.search(text="a cat", target="image", k=3)
-    assert Path(res["hits"][0]["path"]).name == "cat.jpg"
-    assert set(res["hits"][0]) == HIT_FIELDS
-    assert res["query"] == {"modality": "text", "text": "a cat", "target": "image", "k": 3, "collection": "mine", "preset": "offline"}
-    json.dumps(res)  # JSON-ready
+def test_public_delete_touches_only_the_own_workspace(public: AppService, tmp_path: Path) -> None:
+    a = visitor("carol")
+    with public.library(public.shared(DEMO_NAME)) as lib:
+        demo_count = lib.collection.counts()["total"]
+    library_actions.index_uploads(public, a, pictures(tmp_path, "blue"))
+    a.scope = "mine"
+    own = library_actions.list_items(public, a)["items"]
+    plan = library_actions.describe_delete(public, a, str(own[0]["id"]))
+    assert plan["items"] == [{"id": own[0]["id"], "name": own[0]["name"]}]
+    rep = library_actions.delete(public, a, str(own[0]["id"]))
+    assert rep["removed"] == [own[0]["id"]] and rep["names"] == [own[0]["name"]] and rep["counts"]["total"] == 0
+    with public.library(public.shared(DEMO_NAME)) as lib:
+        assert lib.collection.counts()["total"] == demo_count  # the demo item with the same id is untouched
 
 
-def test_audio_query_returns_the_matching_note_as_a_ranked_text_list(service: AppService) -> None:
-    res = service.search(audio=str(DATA / "speech" / "weather.wav"), target="text", k=3)
-    assert [Path(h["path"]).name for h in res["hits"]][0] == "forecast_note.txt"
-    assert "rain" in res["query"]["transcript"].lower()
-    view = service.result_view(res)
-    assert view["gallery"] == [] and [c["rank"] for c in view["cards"]] == [1, 2, 3]
-    assert view["cards"][0]["excerpt"] and "Heard in the clip" in view["summary"]
-
-
-def test_microphone_array_query_is_accepted(service: AppService) -> None:
-    data, sr = sf.read(DATA / "speech" / "weather.wav", dtype="int16")
-    res = service.search(audio=(sr, data), target="text", k=1)
-    assert Path(res["hits"][0]["path"]).name == "forecast_note.txt"
-
-
-def test_image_query_finds_the_describing_note(service: AppService) -> None:
-    res = service.search(image=str(DATA / "images" / "cat.jpg"), target="text", k=3)
-    assert Path(res["hits"][0]["path"]).name == "pet_note.txt"
-    view = service.result_view(service.search(text="a rocket", target="image", k=2))
-    assert Path(view["gallery"][0][0]).name == "rocket.jpg" and "#1 · " in view["gallery"][0][1]
-
-
-@pytest.mark.parametrize(
-    "kwargs, message",
-    [
-        ({}, "Nothing to search for"),
-        ({"text": "   "}, "Nothing to search for"),
-        ({"text": "cat", "image": str(DATA / "images" / "cat.jpg")}, "one query at a time (got text and image)"),
-        ({"text": "cat", "target": "video"}, "Unknown target 'video'"),
-        ({"text": "cat", "k": 0}, "k must be between 1 and 50"),
-        ({"image": str(DATA / "bad" / "notes_not_image.jpg")}, "not a readable image"),
-    ],
-)
-def test_search_mistakes_are_specific_user_errors(service: AppService, kwargs: dict, message: str) -> None:
-    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        service.search(**kwargs)
-
-
-def test_duplicates_and_unsupported_uploads_are_reported_not_kept(service: AppService, tmp_path: Path) -> None:
-    pdf = tmp_path / "report.pdf"
-    pdf.write_bytes(b"%PDF-1.4 nothing")
-    rep = service.index_uploads([str(DATA / "images" / "cat.jpg"), str(pdf), str(DATA / "bad" / "truncated.jpg")])
-    assert rep["added"] == 0 and rep["duplicates"] == 1
-    reasons = {e["path"]: e["reason"] for e in rep["errors"]}
-    assert "unsupported file type '.pdf'" in reasons["report.pdf"]
-    assert "truncated.jpg" in reasons  # per-file error, shown by name
-    uploads = list((service.library.collection.root / "media").glob("upload-*"))
-    assert len(uploads) == 1  # the first batch only: nothing of this one was kept
-
-
-def test_zip_upload_is_extracted_safely(service: AppService, tmp_path: Path) -> None:
-    z = tmp_path / "bundle.zip"
-    with zipfile.ZipFile(z, "w") as zf:
-        zf.write(DATA / "images" / "china.jpg", "trip/temple.jpg")
-        zf.writestr("trip/captions.csv", "path,caption\ntemple.jpg,a pagoda by a lake\n")
-        zf.writestr("../escape.txt", "outside")
-        zf.writestr("/abs.txt", "absolute")
-        zf.writestr("__MACOSX/._temple.jpg", "fork")
-        link = zipfile.ZipInfo("trip/link.txt")
-        link.external_attr = (stat.S_IFLNK | 0o777) << 16
-        zf.writestr(link, "/etc/passwd")
-    service.create_collection("zipped")
+def test_workspace_is_deleted_when_the_visitor_leaves_or_idles(public: AppService, tmp_path: Path) -> None:
+    a, b = visitor("dave"), visitor("erin")
+    library_actions.index_uploads(public, a, pictures(tmp_path / "a", "red"))
+    library_actions.index_uploads(public, b, pictures(tmp_path / "b", "green"))
+    ref_a, ref_b = public.workspaces.get("dave"), public.workspaces.get("erin")
+    assert ref_a and ref_a.path.is_dir() and ref_b and ref_b.path.is_dir()
+    assert public.workspaces.remove("dave")  # demo.unload
+    assert not ref_a.path.exists() and public.workspaces.get("dave") is None
+    now = public.workspaces._clock()
+    public.workspaces._clock = lambda: now + public.config.workspace_ttl + 1  # idle past the TTL
     try:
-        rep = service.index_uploads([str(z)])
-        assert rep["added"] == 1
-        reasons = " | ".join(f"{e['path']}: {e['reason']}" for e in rep["errors"])
-        assert "bundle.zip:../escape.txt: unsafe path" in reasons and "bundle.zip:/abs.txt: unsafe path" in reasons
-        assert "symbolic link" in reasons
-        item = service.library.collection.items()[0]
-        assert item.caption == "a pagoda by a lake"  # captions.csv inside the zip applies
-        assert not (service.config.indexes_dir / "zipped" / "escape.txt").exists()
-        assert not any(p.name in ("escape.txt", "abs.txt", "link.txt") for p in Path(service.config.indexes_dir).rglob("*"))
+        assert "erin" in public.workspaces.sweep()
     finally:
-        service.switch_collection("mine")
+        public.workspaces._clock = lambda: now
+    assert not ref_b.path.exists()
 
 
-def test_zip_over_the_size_limit_is_refused(tmp_path: Path, shared_cache: Path) -> None:
-    cfg = load_config(indexes_dir=tmp_path / "ix")
-    svc = AppService(cfg, preset="offline", collection="small", max_upload_bytes=10_000)
-    svc.start()
-    z = tmp_path / "big.zip"
-    with zipfile.ZipFile(z, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("zeros.txt", "0" * 50_000)  # compresses to ~100 bytes, unpacks to 50 kB
-    with pytest.raises(UserError, match="over the upload limit"):
-        svc.index_uploads([str(z)])
-    assert not list((cfg.indexes_dir / "small" / "media").glob("upload-*"))
+def test_quotas_refuse_the_201st_file_and_the_51st_workspace(tmp_path: Path) -> None:
+    svc = make_service(tmp_path, public=True)
+    files = pictures(tmp_path / "many", *(["red"] * 201))
+    with pytest.raises(UserError, match="CROSSMODAL_WORKSPACE_MAX_FILES"):
+        library_actions.index_uploads(svc, visitor("v"), files)
+    for i in range(50):
+        svc.workspaces.ensure(f"s{i}")
+    with pytest.raises(UserError, match="try again in a few minutes.*CROSSMODAL_MAX_WORKSPACES|CROSSMODAL_MAX_WORKSPACES.*try again"):
+        library_actions.index_uploads(svc, visitor("s50"), files[:1])
+    assert svc.workspaces.live() == 50  # nobody else was harmed
     svc.close()
 
 
-def test_browse_thumbnails_and_delete(service: AppService) -> None:
-    service.create_collection("scratch")
-    try:
-        service.index_uploads([str(DATA / "images" / "flower.jpg"), str(DATA / "sounds" / "beep.wav"), str(DATA / "texts" / "houseplants.txt")])
-        items = service.list_items("all")
-        assert {i["modality"] for i in items} == {"image", "audio", "text"}
-        assert all(Path(i["thumbnail"]).is_file() for i in items)
-        assert [i["name"] for i in service.list_items("image")] == ["flower.jpg"]
-        flower = service.list_items("image")[0]
-        out = service.delete(f"{flower['id']}, 99999")
-        assert out["removed"] == [flower["id"]] and "99999" in out["unknown"][0]
-        assert not Path(flower["path"]).exists() and not Path(flower["thumbnail"]).exists()
-        assert out["counts"]["image"] == 0
-        with pytest.raises(UserError, match="Select items"):
-            service.delete("")
-        with pytest.raises(UserError, match="whole numbers"):
-            service.delete("cat.jpg")
-        with pytest.raises(UserError, match="Unknown modality"):
-            service.list_items("video")
-    finally:
-        service.switch_collection("mine")
-
-
-def test_collections_create_switch_and_mistakes(service: AppService) -> None:
-    with pytest.raises(UserError, match="already exists"):
-        service.create_collection("mine")
-    with pytest.raises(UserError, match="Invalid collection name"):
-        service.create_collection("../etc")
-    with pytest.raises(UserError, match="Unknown collection 'nope'. Available: .*mine"):
-        service.switch_collection("nope")
-    with pytest.raises(UserError, match="--allow-folder-indexing"):
-        service.index_folder(str(DATA / "images"))
-    st = service.switch_collection("mine")
-    assert st["collection"] == "mine" and "mine" in st["collections"]
-
-
-def test_status_reports_the_stand_in_preset_device_and_counts(service: AppService) -> None:
-    st = service.status()
-    assert st["preset"] == "offline" and st["stand_in"] and st["banner"] == offline_banner()
-    assert st["banner"].startswith(OFFLINE_BANNER) and "stand in for the hub models" in st["banner"]
-    if "clip" in PRESETS and PRESETS["clip"].encoders:
-        assert "--preset clip" in st["banner"]
-    else:
-        assert "the only one available" in st["banner"]
-    assert st["device"] in ("cpu", "cuda") and isinstance(st["cuda_available"], bool)
-    assert st["counts"]["total"] == 7
-    assert {e["name"] for e in st["encoders"] if e["loaded"]} >= {"minilm-text", "conse-effnet-lite0"}
-
-
-def test_media_roots_are_only_collection_media(service: AppService) -> None:
-    roots = service.media_roots()
-    base = Path(service.config.indexes_dir).resolve()
-    assert roots and all(Path(r).name in ("media", "thumbs") and Path(r).parent.parent == base for r in roots)
-
-
-def test_folder_indexing_when_allowed(tmp_path: Path, shared_cache: Path) -> None:
-    cfg = load_config(indexes_dir=tmp_path / "ix")
-    folder = tmp_path / "notes"
-    folder.mkdir()
-    shutil.copy(DATA / "texts" / "tax_deadline.txt", folder)
-    svc = AppService(cfg, preset="offline", collection="f", allow_folder_indexing=True)
-    svc.start()
-    rep = svc.index_folder(str(folder))
-    assert rep["added"] == 1 and str(folder.resolve()) in svc.media_roots()
-    with pytest.raises(UserError, match="No such file or folder"):
-        svc.index_folder(str(tmp_path / "missing"))
+def test_open_collections_are_bounded(tmp_path: Path) -> None:
+    svc = make_service(tmp_path, max_open_collections=2)
+    for i in range(6):
+        svc.create_collection(visitor(f"v{i}"), f"c{i}")
+    assert svc.collections.open_count() <= 2
     svc.close()
 
 
-def test_demo_builder_builds_once_and_resumes(tmp_path: Path, shared_cache: Path) -> None:
-    src = tmp_path / "demo_data"
-    (src / "photos").mkdir(parents=True)
-    (src / "notes").mkdir()
-    shutil.copy(DATA / "images" / "cat.jpg", src / "photos")
-    (src / "photos" / "captions.csv").write_text("path,caption\ncat.jpg,a tabby cat\n")
-    (src / "photos" / "transcripts.json").write_text("{}")  # not a demo file type: not copied
-    shutil.copy(DATA / "texts" / "pet_note.txt", src / "notes")
-    (src / "SOURCES.md").write_text("# not indexed")
-    assert sorted(map(str, demo_files(src))) == ["notes/pet_note.txt", "photos/captions.csv", "photos/cat.jpg"]
-    cfg = load_config(indexes_dir=tmp_path / "ix")
-    calls: list[tuple[int, int, str]] = []
-    lib = ensure_demo_collection(cfg, lambda d, t, n: calls.append((d, t, n)), source=src, preset="offline")
-    assert lib.collection.counts() == {"image": 1, "audio": 0, "text": 1, "total": 2}
-    assert lib.collection.items("image")[0].caption == "a tabby cat"
-    assert all(Path(i.path).is_relative_to((cfg.indexes_dir / "demo" / "media").resolve()) for i in lib.collection.items())
-    assert calls[-1][:2] == (2, 2) and (cfg.indexes_dir / "demo" / MARKER).is_file()
-    calls.clear()
-    assert ensure_demo_collection(cfg, lambda d, t, n: calls.append((d, t, n)), library=lib, source=src) is lib
-    assert calls == []  # complete: reused as is
-    (cfg.indexes_dir / "demo" / MARKER).unlink()  # as if the first build had been interrupted
-    ensure_demo_collection(cfg, None, library=lib, source=src)
-    assert lib.collection.counts()["total"] == 2 and (cfg.indexes_dir / "demo" / MARKER).is_file()
-    lib.collection.close()
-
-
-def test_user_errors_become_gradio_errors_with_the_message() -> None:
-    import gradio as gr
-
-    from crossmodal_demo.app.ui.main import card_markdown, user_errors
-
-    @user_errors
-    def cb(x: int) -> int:
-        """Doc kept."""
-        raise UserError(f"bad value {x}")
-
-    with pytest.raises(gr.Error, match="bad value 3"):
-        cb(3)
-    assert cb.__doc__ == "Doc kept."
-    card = {"rank": 1, "score": 0.5, "space": "text", "channel": "content", "modality": "text", "name": "a.md", "excerpt": "# Title *x*"}
-    assert "\\# Title \\*x\\*" in card_markdown(card)
-
-
-def test_first_start_builds_the_shipped_demo(tmp_path: Path, shared_cache: Path) -> None:
-    svc = AppService(load_config(indexes_dir=tmp_path / "ix"), preset="offline")
-    assert svc.start(background=False) == "demo"
-    assert svc.build.state == "done", svc.build.error
-    assert svc.status()["counts"] == {"image": 11, "audio": 13, "text": 11, "total": 35}
-    assert Path(svc.search(text="a cat", target="image", k=1)["hits"][0]["path"]).name == "cat.jpg"
+def test_served_files_are_items_inside_the_collection_media(tmp_path: Path) -> None:
+    svc = make_service(tmp_path, folder_roots=(tmp_path / "outside",))
+    v = visitor("f")
+    outside = tmp_path / "outside"
+    pictures(outside, "red")
+    (outside / "secret.txt").write_text("canary secret words")
+    library_actions.index_folder(svc, v, str(outside))
+    with svc.library(svc.shared(DEMO_NAME)) as lib:
+        items = {Path(i.path).name: i for i in lib.collection.items()}
+        own = next(i for i in items.values() if "media" in i.path)
+        assert item_file(lib.collection, own.id, svc.config) == Path(os.path.realpath(own.path))
+        text = items["secret.txt"]  # indexed in place: never served
+        assert item_file(lib.collection, text.id, svc.config) is None
+        pic = items["red-0.png"]  # indexed in place: only its preview, inside thumbs/
+        assert item_file(lib.collection, pic.id, svc.config).parent == (lib.collection.root / "thumbs").resolve()
+        assert item_file(lib.collection, 10**9, svc.config) is None
+    with pytest.raises(UserError, match="Only folders under"):
+        library_actions.index_folder(svc, v, str(tmp_path))
     svc.close()
-    again = AppService(load_config(indexes_dir=tmp_path / "ix"))
-    again.start()
-    assert again.build.state == "idle"  # reused, not rebuilt
-    again.close()
+
+
+def test_text_query_over_the_limit_is_refused_without_echo(public: AppService) -> None:
+    with pytest.raises(UserError) as err:
+        search_actions.search(public, visitor("g"), text="x" * 5000)
+    assert "CROSSMODAL_MAX_QUERY_CHARS" in str(err.value) and "xxxx" not in str(err.value)
+
+
+def test_killed_upload_leaves_no_unindexed_files_after_restart(tmp_path: Path) -> None:
+    svc = make_service(tmp_path)
+    svc.close()
+    files = pictures(tmp_path / "up", *(["red", "green", "blue", "yellow"] * 10))
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from crossmodal_demo.app import library_actions
+        from crossmodal_demo.app.service import AppService
+        from crossmodal_demo.app.visitors import Visitor
+        from crossmodal_demo.config import load_config
+        from tests.fakes import fake_overrides
+        cfg = load_config(environ={{}}, indexes_dir={str(tmp_path / "ix")!r}, cache_dir_override={str(tmp_path / "cache")!r}, batch_size=4)
+        svc = AppService(cfg, encoder_overrides=fake_overrides())
+        def progress(done, total, desc):
+            if done >= 8:
+                os.kill(os.getpid(), signal.SIGKILL)  # killed in the middle of indexing the upload
+        library_actions.index_uploads(svc, Visitor(session="k"), {files!r}, progress=progress)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr
+    media = tmp_path / "ix" / DEMO_NAME / "media"
+    batch = next(media.glob("upload-*"))
+    assert len(list(batch.glob("*.png"))) > 8  # files copied but not all indexed
+    svc = make_service(tmp_path)  # restart
+    with svc.library(svc.shared(DEMO_NAME)) as lib:
+        indexed = {os.path.realpath(i.path) for i in lib.collection.items()}
+    left = [p for p in batch.rglob("*") if p.is_file()]
+    assert left and all(os.path.realpath(p) in indexed for p in left)
+    assert svc.recovered and svc.recovered[0]["removed"] > 0
+    assert json.loads(next((tmp_path / "ix" / DEMO_NAME / "uploads").glob("*.json")).read_text())["state"] == "recovered"
+    svc.close()
+
+
+def test_demo_is_rebuilt_after_it_is_emptied_or_damaged(tmp_path: Path) -> None:
+    svc = make_service(tmp_path)
+    v = visitor("h")
+    full = library_actions.list_items(svc, v)["counts"]["total"]
+    assert full > 20
+    library_actions.delete(svc, v, [i["id"] for i in library_actions.list_items(svc, v)["items"]])
+    svc.close()
+    assert demo_health(tmp_path / "ix") == "emptied"
+    svc = make_service(tmp_path)
+    assert svc.build.reason == "emptied" and svc.build.state == "done"
+    assert library_actions.list_items(svc, v)["counts"]["total"] == full
+    svc.close()
+    (tmp_path / "ix" / DEMO_NAME / "items.sqlite").write_bytes(b"not a database" * 100)
+    assert demo_health(tmp_path / "ix") == "damaged"
+    svc = make_service(tmp_path)
+    assert svc.build.reason == "damaged" and library_actions.list_items(svc, v)["counts"]["total"] == full
+    svc.close()
+
+
+def test_upload_batches_are_recorded_pending_then_done(tmp_path: Path) -> None:
+    svc = make_service(tmp_path)
+    library_actions.index_uploads(svc, visitor("i"), pictures(tmp_path / "up", "red"))
+    records = list((tmp_path / "ix" / DEMO_NAME / "uploads").glob("*.json"))
+    assert [json.loads(r.read_text())["state"] for r in records] == ["done"]
+    with svc.library(svc.shared(DEMO_NAME)) as lib:
+        assert upload_batches.recover(lib.collection) == []  # nothing pending
+    svc.close()
+
+
+def test_status_is_per_visitor(public: AppService, tmp_path: Path) -> None:
+    a = visitor("j")
+    st = public.status(a)
+    assert st["mode"] == "public" and st["workspace"]["exists"] is False and "indexes_dir" not in st
+    library_actions.index_uploads(public, a, pictures(tmp_path, "white"))
+    st = public.status(a)
+    assert st["workspace"]["exists"] and st["workspace"]["files"] == 1 and st["workspace"]["max_files"] == 200
+    assert isinstance(public.shared(DEMO_NAME), CollectionRef)
+
+
+def test_evaluate_resolves_query_files_only_from_the_zip_or_the_collection(public: AppService, tmp_path: Path) -> None:
+    import zipfile
+
+    a = visitor("k-eval")
+    names = [Path(p).name for p in pictures(tmp_path / "up", "red", "blue")]
+    library_actions.index_uploads(public, a, [str(tmp_path / "up" / n) for n in names])
+    a.scope = "mine"
+    canary = tmp_path / "canary.png"
+    colour_image("red").save(canary)
+    qrels = tmp_path / "q.jsonl"
+    lines = [
+        {"id": "server", "image": str(canary), "target": "image", "relevant": [names[0]]},
+        {"id": "escape", "image": "../../canary.png", "target": "image", "relevant": [names[0]]},
+        {"id": "item", "image": names[1], "target": "image", "relevant": [names[0]]},  # an item of the collection: allowed
+        {"id": "text", "text": "red", "target": "image", "relevant": [names[0]]},
+    ]
+    qrels.write_text("\n".join(json.dumps(x) for x in lines))
+    doc = lab_actions.evaluate(public, a, str(qrels), ["rrf"])
+    bad = {p["line"] for p in doc["problems"]}
+    assert bad == {1, 2} and doc["queries"] == 2
+    assert all("name an item of the collection" in p["message"] for p in doc["problems"])
+    bundle = tmp_path / "bundle.zip"
+    query = tmp_path / "query.png"
+    colour_image("red", size=(64, 64)).save(query)  # not byte-identical to the item (that would leave itself out)
+    with zipfile.ZipFile(bundle, "w") as zf:
+        zf.write(query, "queries/red.png")
+        zf.writestr("qrels.jsonl", json.dumps({"id": "z", "image": "queries/red.png", "target": "image", "relevant": [names[0]]}))
+    doc = lab_actions.evaluate(public, a, str(bundle), ["rrf"])
+    assert doc["queries"] == 1 and doc["problems"] == []
+
+
+def test_lab_runs_for_the_visitor_and_keeps_no_server_paths(public: AppService) -> None:
+    v = visitor("lab")
+    v.scope = "demo"
+    res = lab_actions.lab(public, v, text="red", target="image", methods=["rrf"], k=3)
+    assert v.last_lab is res and res["collection"] == DEMO_NAME
+    assert all("path" not in h for col in res["columns"] for h in col["hits"])

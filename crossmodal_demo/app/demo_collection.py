@@ -1,10 +1,12 @@
-"""The built-in demo collection: media shipped in ``crossmodal_demo/demo_data``, indexed once at first start.
+"""The built-in demo collection: media shipped in ``crossmodal_demo/demo_data``, indexed at first start and healed later.
 
 The four media folders (``photos``, ``speech``, ``sounds``, ``notes``) are copied into the collection's
-own ``media/`` folder, so the collection is self-contained (it survives the package moving, and
-deleting an item deletes only the copy). A marker file written after the last batch tells later
-starts that the build finished; an interrupted build resumes (already indexed files are skipped as
-duplicates).
+own ``media/`` folder, so the collection is self-contained. A marker written after the last batch
+records how many items the build produced. At every start :func:`demo_health` checks the collection:
+missing, unfinished (no marker), emptied or short of items (fewer than the marker says), or damaged
+(it does not open): the app then rebuilds it in the background — a damaged one is moved to
+``<indexes>/.damaged/`` first (kept for inspection, never listed as a collection).
+An interrupted build resumes (files already indexed are skipped as duplicates).
 """
 
 from __future__ import annotations
@@ -15,15 +17,17 @@ import time
 from pathlib import Path
 
 from crossmodal_demo.config import Config
-from crossmodal_demo.ingest.discover import MANIFESTS
+from crossmodal_demo.errors import UserError
 from crossmodal_demo.index.pipeline import ProgressFn, index_paths
-from crossmodal_demo.retrieval.library import Library, open_library
+from crossmodal_demo.index.store import Collection, atomic_write_bytes
+from crossmodal_demo.ingest.discover import MANIFESTS
 from crossmodal_demo.ingest.media import modality_of
-from crossmodal_demo.index.store import atomic_write_bytes
+from crossmodal_demo.retrieval.library import Library
 
 DEMO_NAME = "demo"
-DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
+DEMO_DATA = Path(__file__).resolve().parents[1] / "demo_data"
 DEMO_FOLDERS = ("photos", "speech", "sounds", "notes")
+DEMO_BENCHMARK = DEMO_DATA / "benchmark.jsonl"
 MARKER = "demo-complete.json"
 
 
@@ -40,47 +44,71 @@ def demo_files(source: Path = DEMO_DATA) -> list[Path]:
     return out
 
 
-def is_demo_complete(config: Config) -> bool:
-    """True if the demo collection under ``config.indexes_dir`` finished building."""
-    return (Path(config.indexes_dir) / DEMO_NAME / MARKER).is_file()
+def demo_health(indexes_dir: Path, name: str = DEMO_NAME) -> str:
+    """'ok', 'missing', 'unfinished', 'emptied' or 'damaged' for the demo collection under ``indexes_dir``."""
+    root = Path(indexes_dir) / name
+    if not (root / "manifest.json").is_file():
+        return "missing"
+    marker = root / MARKER
+    if not marker.is_file():
+        return "unfinished"
+    try:
+        expected = int(json.loads(marker.read_text()).get("items", 0))
+        coll = Collection.open(Path(indexes_dir), name)
+    except (UserError, OSError, ValueError, Exception):  # any failure to open is damage, repaired by a rebuild
+        return "damaged"
+    try:
+        total = coll.counts()["total"]
+    finally:
+        coll.close()
+    return "emptied" if total < expected else "ok"
 
 
-def ensure_demo_collection(
-    config: Config,
-    progress: ProgressFn | None = None,
-    *,
-    library: Library | None = None,
-    source: Path = DEMO_DATA,
-    preset: str | None = None,
-) -> Library:
-    """Open the ``demo`` collection, building it from ``source`` first if it is missing or unfinished.
+def set_aside(indexes_dir: Path, name: str = DEMO_NAME) -> Path | None:
+    """Move a damaged collection folder out of the way, to ``<indexes>/.damaged/<name>-<time>``; returns where."""
+    root = Path(indexes_dir) / name
+    if not root.exists():
+        return None
+    dst = Path(indexes_dir) / ".damaged" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    root.rename(dst)
+    return dst
 
-    ``progress(done, total, name)`` is called after each indexed batch. Pass ``library`` (the open
-    demo collection) to index into an object other threads already search; otherwise the collection
-    is opened (or created with ``preset``, default: the library's) here. Returns the library; models
-    load only if a build runs.
+
+def ensure_demo_collection(library: Library, progress: ProgressFn | None = None, source: Path = DEMO_DATA) -> dict[str, object]:
+    """Copy any missing demo file into ``library``'s media and index what is not indexed yet.
+
+    ``progress(done, total, name)`` is called after each indexed batch. Returns the build summary
+    written to the marker (``items`` = the collection's item count when the build finished).
     """
-    if library is None:
-        library = open_library(config, DEMO_NAME, preset=preset, create=True)
     root = library.collection.root
-    if (root / MARKER).is_file():
-        return library
-    files = demo_files(source)
+    (root / MARKER).unlink(missing_ok=True)  # unfinished until the last batch is in
     media = root / "media"
-    for rel in files:
-        dst = media / rel
-        src = Path(source) / rel
+    for rel in demo_files(source):
+        dst, src = media / rel, Path(source) / rel
         if dst.is_file() and dst.stat().st_size == src.stat().st_size:
             continue  # copied by an earlier, interrupted build
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dst)
     folders = [media / f for f in DEMO_FOLDERS if (media / f).is_dir()]
     t0 = time.time()
-    report = index_paths(library.collection, library.encoders, folders, config, on_progress=progress)
-    summary = {"built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": round(time.time() - t0, 1)}
-    summary.update(report.to_json())
+    report = index_paths(library.collection, library.encoders, folders, library.config, on_progress=progress)
+    summary: dict[str, object] = {
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "seconds": round(time.time() - t0, 1),
+        "items": library.collection.counts()["total"],
+        **report.to_json(),
+    }
     atomic_write_bytes(root / MARKER, json.dumps(summary, indent=2).encode())
-    return library
+    return summary
 
 
-__all__ = ["DEMO_NAME", "DEMO_DATA", "DEMO_FOLDERS", "demo_files", "ensure_demo_collection", "is_demo_complete"]
+def is_demo_complete(config: Config) -> bool:
+    """True if the demo collection under ``config.indexes_dir`` finished building and is whole."""
+    return demo_health(config.indexes_dir) == "ok"
+
+
+__all__ = [
+    "DEMO_BENCHMARK", "DEMO_DATA", "DEMO_FOLDERS", "DEMO_NAME", "MARKER",
+    "demo_files", "demo_health", "ensure_demo_collection", "is_demo_complete", "set_aside",
+]

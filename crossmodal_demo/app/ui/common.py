@@ -1,0 +1,88 @@
+"""Helpers shared by the tabs: one wrapper for every event, JSON text, served copies, Markdown pieces.
+
+Every event is an API anyone can call with any value, so every handler goes through :func:`action`:
+it takes the visitor's server-side state (``gr.State``; Gradio never takes it from the client),
+stamps it with the caller's session id, turns a :class:`UserError` into ``gr.Error`` (no traceback)
+and hands the state back so Gradio renews its time to live.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from gradio import processing_utils, utils
+
+from crossmodal_demo.app.visitors import Visitor
+from crossmodal_demo.errors import UserError
+
+PRIVATE: dict[str, Any] = {"api_visibility": "private"}
+BROWSE: dict[str, Any] = {"concurrency_id": "browse", "concurrency_limit": 4}
+WRITE: dict[str, Any] = {"concurrency_id": "write", "concurrency_limit": 1}
+SEARCH: dict[str, Any] = {"concurrency_id": "search", "concurrency_limit": 2}
+
+
+def action(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a handler ``fn(*inputs, visitor, request)``: session stamped, UserError → gr.Error."""
+
+    sig = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        bound = sig.bind_partial(*args, **kwargs).arguments  # Gradio passes the request positionally
+        request, visitor = bound.get("request"), bound.get("visitor")
+        if isinstance(visitor, Visitor) and request is not None:
+            visitor.session = getattr(request, "session_hash", None) or visitor.session
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+
+    return wrapper
+
+
+def dumps(doc: Any) -> str:
+    """A JSON document as the text an endpoint returns (gradio_client would treat a dict with "path" as a file)."""
+    return json.dumps(doc, ensure_ascii=False, indent=2)
+
+
+def served(path: str | Path | None) -> str | None:
+    """A copy of a file the service chose (by item id, inside a collection) in Gradio's cache, for a component."""
+    if path is None:
+        return None
+    return processing_utils.save_file_to_cache(path, utils.get_upload_folder())
+
+
+def md_escape(text: str) -> str:
+    """``text`` with Markdown syntax escaped, so user content shows as typed."""
+    return re.sub(r"([\\`*_{}\[\]<>()#+\-.!|~>])", r"\\\1", text)
+
+
+def progress_fn(progress: gr.Progress, unit: str = "files") -> Callable[[int, int, str], None]:
+    """(done, total, description) callbacks → a Gradio progress bar."""
+    return lambda done, total, desc: progress((done, total), desc=desc, unit=unit)
+
+
+def banner_markdown(st: dict[str, Any]) -> str:
+    """One line: the mode and the preset in plain words, and the demo build while it runs."""
+    parts = []
+    if st.get("mode") == "public":
+        parts.append("🔒 **Public demo** — the demo collection is shared and read-only; what you upload is private "
+                     "to this browser tab and deleted when you leave.")
+    if st.get("preset") == "offline":
+        parts.append("**Offline mode** — smaller models, no downloads (see Status for why).")
+    b = st.get("demo_build", {})
+    if b.get("state") == "building":
+        parts.append(f"⏳ Building the demo collection: {b['done']}/{b['total'] or '?'} files (search works on what is indexed so far).")
+    elif b.get("state") == "failed":
+        parts.append(f"⚠️ The demo collection could not be built: {b.get('error')}")
+    return " ".join(parts)
+
+
+__all__ = ["BROWSE", "PRIVATE", "SEARCH", "WRITE", "action", "banner_markdown", "dumps", "md_escape", "progress_fn", "served"]
