@@ -33,7 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(host=args.host, port=args.port, share=args.share, indexes_dir=args.indexes_dir, collection=args.collection,
                              preset=args.preset, public=args.public, folder_roots=args.allow_folder_indexing)
-        from crossmodal_demo.app.service import AppService  # after the flags: --help stays instant
+        if config.preset:
+            from crossmodal_demo.encoders.presets import check_preset_name  # after the flags: --help stays instant
+
+            check_preset_name(config.preset)
+        from crossmodal_demo.app.service import AppService
         from crossmodal_demo.app.ui.build import build_ui, launch_options
 
         service = AppService(config)

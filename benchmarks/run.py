@@ -34,7 +34,7 @@ from crossmodal_demo.config import load_config  # noqa: E402
 from crossmodal_demo.index.pipeline import index_paths  # noqa: E402
 from crossmodal_demo.retrieval.library import open_library  # noqa: E402
 from crossmodal_demo.ingest.media import load_image  # noqa: E402
-from crossmodal_demo.retrieval.search import Query  # noqa: E402
+from crossmodal_demo.retrieval.query import Query  # noqa: E402
 from crossmodal_demo.index.store import NewItem  # noqa: E402
 
 

@@ -12,12 +12,9 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import Any, Callable, Mapping
 
 from crossmodal_demo.errors import UserError
-
-if TYPE_CHECKING:
-    from crossmodal_demo.index.faiss_index import IndexPolicy
 
 MB = 1024 * 1024
 
@@ -82,13 +79,6 @@ class Config:
     def cache_dir(self) -> Path:
         """Where derived, shareable artefacts live (e.g. ConSE class-name embeddings)."""
         return Path(self.cache_dir_override) if self.cache_dir_override else Path(self.indexes_dir) / ".cache"
-
-    @property
-    def index_policy(self) -> "IndexPolicy":
-        """Index choice by partition size (see :mod:`crossmodal_demo.index.faiss_index`)."""
-        from crossmodal_demo.index.faiss_index import IndexPolicy  # index imports config: import here, not at the top
-
-        return IndexPolicy(kind=self.index_kind, ivf_min_items=self.ivf_min_items, nprobe=self.ivf_nprobe)
 
     @property
     def force_cpu(self) -> bool:

@@ -15,6 +15,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from crossmodal_demo.config import Config, load_config  # noqa: E402
 from crossmodal_demo.index.pipeline import index_paths  # noqa: E402
 from crossmodal_demo.retrieval.library import Library, open_library  # noqa: E402
+from tests.fakes import fake_overrides as _fake_overrides  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 
@@ -53,3 +54,18 @@ def indexed(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Lib
     assert report.added, report.problems
     lib.report = report  # type: ignore[attr-defined]
     return lib
+
+
+@pytest.fixture
+def fake_overrides() -> dict:
+    """Fresh fake encoders (tests/fakes.py) keyed by the offline preset's encoder names:
+    ``open_library(config, name, preset="offline", create=True, overrides=fake_overrides)``."""
+    return _fake_overrides()
+
+
+@pytest.fixture
+def fake_corpus(tmp_path: Path) -> Path:
+    """A small corpus the fakes understand (see tests/fakes.write_fake_corpus)."""
+    from tests.fakes import write_fake_corpus
+
+    return write_fake_corpus(tmp_path / "fake_media")

@@ -1,4 +1,8 @@
-"""The CLI contract: subcommands, flags, JSON fields, exit codes, one-line errors without tracebacks."""
+"""The CLI contract: subcommands, flags, JSON fields, exit codes, one-line errors without tracebacks.
+
+In-process (``main(argv, encoders=fakes)``) with the fake encoders of tests/fakes.py; one real
+subprocess end to end (``python -m crossmodal_demo search`` on the shared real index).
+"""
 
 from __future__ import annotations
 
@@ -10,60 +14,77 @@ from pathlib import Path
 
 import pytest
 
+from crossmodal_demo.cli.main import main
+from crossmodal_demo.retrieval.library import Library
+from tests.fakes import fake_overrides, write_fake_corpus
+
 DATA = Path(__file__).parent / "data"
 
 
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "crossmodal_demo", *args], capture_output=True, text=True, env=env, timeout=300,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args), encoders=fake_overrides())
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
-@pytest.fixture(scope="module")
-def ixdir(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Path:
-    d = tmp_path_factory.mktemp("cli-indexes")
-    r = run(
-        "index", str(DATA / "texts"), str(DATA / "images" / "cat.jpg"), str(DATA / "images" / "rocket.jpg"),
-        str(DATA / "speech" / "weather.wav"), str(DATA / "bad" / "empty.png"),
-        "--collection", "cli", "--indexes-dir", str(d), "--json",
-    )
-    assert r.returncode == 0, r.stderr
-    report = json.loads(r.stdout)
-    assert report["added"] == 13 and [Path(e["path"]).name for e in report["errors"]] == ["empty.png"]
-    assert "items/s" in r.stderr or "file/s" in r.stderr  # tqdm progress on stderr
+@pytest.fixture
+def ixdir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    """Collection 'cli' indexed through the CLI: the fake corpus plus one undecodable image."""
+    media = write_fake_corpus(tmp_path / "media")
+    d = tmp_path / "ix"
+    code, out, err = run(capsys, "index", str(media), str(DATA / "bad" / "empty.png"), "--collection", "cli",
+                         "--indexes-dir", str(d), "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["added"] == 10 and [Path(e["path"]).name for e in report["errors"]] == ["empty.png"]
+    assert [Path(n["path"]).name for n in report["notes"]] == ["quiet.wav"]
+    assert "file/s" in err or "items/s" in err  # tqdm progress on stderr
     return d
 
 
-def test_search_json_contract(ixdir: Path) -> None:
-    r = run("search", "--collection", "cli", "--indexes-dir", str(ixdir), "--text", "a cat", "--target", "image", "-k", "2", "--json")
-    assert r.returncode == 0, r.stderr
-    doc = json.loads(r.stdout)
-    assert doc["query"]["text"] == "a cat" and doc["query"]["target"] == "image"
+def test_index_table_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    media = write_fake_corpus(tmp_path / "media")
+    code, out, _ = run(capsys, "index", str(media), "--collection", "t", "--indexes-dir", str(tmp_path / "ix"))
+    assert code == 0 and out.startswith("added 10 item(s) to 't'") and "note: " in out
+    code, out, _ = run(capsys, "index", str(media), "--collection", "t", "--indexes-dir", str(tmp_path / "ix"))
+    assert code == 0 and "added 0 item(s)" in out and "10 already indexed" in out
+
+
+def test_search_json_contract(ixdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "search", "--collection", "cli", "--indexes-dir", str(ixdir), "--text", "red",
+                         "--target", "image", "-k", "2", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["query"]["text"] == "red" and doc["query"]["target"] == "image" and doc["query"]["k"] == 2
     hit = doc["hits"][0]
-    assert {"id", "path", "modality", "score", "space", "caption", "transcript"} <= set(hit)
-    assert Path(hit["path"]).name == "cat.jpg" and hit["space"] == "text"
-    assert doc["hits"][0]["score"] >= doc["hits"][1]["score"]
+    assert {"id", "path", "modality", "score", "space", "channel", "caption", "transcript", "rank"} <= set(hit)
+    assert Path(hit["path"]).name == "red.png" and hit["space"] == "text" and hit["rank"] == 1
+    assert len(doc["hits"]) == 2 and doc["hits"][0]["score"] >= doc["hits"][1]["score"]
 
 
-def test_search_by_audio_uses_env_indexes_dir(ixdir: Path) -> None:
-    env = dict(os.environ, CROSSMODAL_INDEXES=str(ixdir))
-    r = run("search", "--collection", "cli", "--audio", str(DATA / "speech" / "weather.wav"), "--target", "text", "-k", "1", "--json", env=env)
-    doc = json.loads(r.stdout)
-    assert Path(doc["hits"][0]["path"]).name == "forecast_note.txt"
-    assert "rain" in doc["query"]["transcript"].lower()
+def test_search_table_and_audio_query_with_env_indexes_dir(ixdir: Path, capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CROSSMODAL_INDEXES", str(ixdir))
+    code, out, _ = run(capsys, "search", "--collection", "cli", "--audio", str(tmp_path / "media" / "low.wav"),
+                       "--target", "audio", "-k", "1")
+    assert code == 0
+    assert out.splitlines()[0] == "query transcript: 'low'" and out.splitlines()[1].rstrip().endswith("low.wav  — low")
 
 
-def test_list_and_remove(ixdir: Path) -> None:
-    r = run("list", "--collection", "cli", "--indexes-dir", str(ixdir), "--json")
-    doc = json.loads(r.stdout)
-    assert doc["counts"] == {"image": 2, "audio": 1, "text": 10, "total": 13}
-    speech = [i for i in doc["items"] if i["modality"] == "audio"][0]
-    assert {"id", "path", "modality", "caption", "transcript"} <= set(speech) and "rain" in speech["transcript"].lower()
-    r = run("remove", "--collection", "cli", "--indexes-dir", str(ixdir), "rocket.jpg", str(speech["id"]))
-    assert r.returncode == 0 and r.stdout.count("removed") == 2, r.stderr
-    doc = json.loads(run("list", "--collection", "cli", "--indexes-dir", str(ixdir), "--json").stdout)
-    assert doc["counts"]["total"] == 11 and doc["counts"]["audio"] == 0
+def test_list_and_remove(ixdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "list", "--collection", "cli", "--indexes-dir", str(ixdir), "--json")
+    doc = json.loads(out)
+    assert doc["counts"] == {"image": 3, "audio": 4, "text": 3, "total": 10} and doc["preset"] == "offline"
+    low = next(i for i in doc["items"] if Path(i["path"]).name == "low.wav")
+    assert {"id", "path", "relpath", "modality", "caption", "transcript", "spaces"} <= set(low)
+    assert low["transcript"] == "low" and low["spaces"] == ["text/content"]
+    code, out, err = run(capsys, "remove", "--collection", "cli", "--indexes-dir", str(ixdir), "red.png", str(low["id"]))
+    assert code == 0 and out.count("removed") == 2, err
+    code, out, _ = run(capsys, "remove", "--collection", "cli", "--indexes-dir", str(ixdir), "blue.png", "--json")
+    assert code == 0 and len(json.loads(out)["removed"]) == 1 and json.loads(out)["unknown"] == []
+    code, out, _ = run(capsys, "list", "--collection", "cli", "--indexes-dir", str(ixdir), "--modality", "image")
+    assert code == 0 and "image 1" in out.splitlines()[0] and "total 7" in out.splitlines()[0]
+    assert [Path(ln.split()[-1]).name for ln in out.splitlines()[1:]] == ["green.png"]
 
 
 @pytest.mark.parametrize(
@@ -72,12 +93,32 @@ def test_list_and_remove(ixdir: Path) -> None:
         (["search", "--collection", "nope", "--text", "x"], "Unknown collection 'nope'"),
         (["search", "--collection", "cli"], "Give exactly one query"),
         (["search", "--collection", "cli", "--image", "/no/such.jpg"], "Query file not found"),
+        (["search", "--collection", "cli", "--text", "x", "-k", "0"], "k must be at least 1"),
+        (["search", "--collection", "cli", "--text", "x" * 2001], "CROSSMODAL_MAX_QUERY_CHARS"),
         (["index", "/no/such/folder", "--collection", "cli"], "No such file or folder"),
+        (["index", str(DATA / "texts"), "--collection", "../up"], "Invalid collection name"),
         (["remove", "--collection", "cli", "nothing.jpg"], "not found: nothing.jpg"),
     ],
 )
-def test_usage_errors_are_one_line_without_traceback(ixdir: Path, args: list[str], message: str) -> None:
-    r = run(*args, "--indexes-dir", str(ixdir))
-    assert r.returncode != 0
-    assert message in r.stderr and "Traceback" not in r.stderr
-    assert len([ln for ln in r.stderr.splitlines() if ln.strip()]) == 1
+def test_usage_errors_are_one_line_without_traceback(ixdir: Path, capsys: pytest.CaptureFixture[str],
+                                                     args: list[str], message: str) -> None:
+    code, _, err = run(capsys, *args, "--indexes-dir", str(ixdir))
+    assert code == 2
+    assert message in err and "Traceback" not in err
+    assert len([ln for ln in err.splitlines() if ln.strip()]) == 1
+    assert "x" * 100 not in err  # a long query is never echoed back
+
+
+def test_python_m_search_end_to_end(indexed: Library) -> None:
+    """One real process: `python -m crossmodal_demo search` on the shared real index, real models."""
+    env = dict(os.environ, CROSSMODAL_INDEXES=str(indexed.config.indexes_dir))
+    r = subprocess.run(
+        [sys.executable, "-m", "crossmodal_demo", "search", "--collection", indexed.collection.name, "--text", "a cat",
+         "--target", "image", "-k", "3", "--json"],
+        capture_output=True, text=True, env=env, timeout=300, cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["query"]["preset"] == "offline" and len(doc["hits"]) == 3
+    assert all(h["modality"] == "image" for h in doc["hits"])
+    assert [h["rank"] for h in doc["hits"]] == [1, 2, 3]

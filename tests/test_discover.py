@@ -7,6 +7,9 @@ import os
 import shutil
 from pathlib import Path
 
+import pytest
+
+from crossmodal_demo.ingest import discover as discover_module
 from crossmodal_demo.ingest.discover import discover
 
 
@@ -66,3 +69,42 @@ def test_unsupported_file_named_explicitly_is_a_problem(tmp_path: Path) -> None:
 def test_missing_path_is_a_problem_not_a_crash(tmp_path: Path) -> None:
     found = discover([tmp_path / "nope"])
     assert not found.candidates and found.problems[0].reason == "no such file or folder"
+
+
+def test_caption_files_over_the_limit_are_refused_unread(tmp_path: Path, data_dir: Path) -> None:
+    root = tmp_path / "lib"
+    _photo(data_dir, root / "a.jpg")
+    (root / "a.jpg.txt").write_text("x" * 600)
+    _photo(data_dir, root / "b.jpg")
+    (root / "captions.csv").write_text("path,caption\nb.jpg," + "y" * 600 + "\n")
+    found = discover([root], max_manifest_bytes=500)
+    assert {c.path.name: c.caption for c in found.candidates} == {"a.jpg": None, "b.jpg": None}
+    reasons = {Path(p.path).name: p.reason for p in found.problems}
+    assert reasons["a.jpg.txt"] == "caption sidecar is 600 bytes; the limit is 500 bytes (CROSSMODAL_MAX_MANIFEST_BYTES); ignored"
+    assert "(CROSSMODAL_MAX_MANIFEST_BYTES)" in reasons["captions.csv"]
+
+
+def test_bad_manifest_lines_are_listed_up_to_a_cap(tmp_path: Path, data_dir: Path) -> None:
+    root = tmp_path / "lib"
+    _photo(data_dir, root / "a.jpg")
+    deep = "[" * 100_000 + "]" * 100_000  # deep enough to exhaust the JSON parser's stack
+    (root / "captions.jsonl").write_text(deep + "\n" + "not json\n" * 99 + json.dumps({"path": "a.jpg", "caption": "ok"}) + "\n")
+    found = discover([root])
+    assert found.candidates[0].caption == "ok"
+    assert len(found.problems) == 21
+    assert found.problems[-1].reason == "80 more lines without 'path' and 'caption' ignored"
+
+
+def test_discovery_is_linear_in_the_number_of_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "notes"
+    root.mkdir()
+    for i in range(300):
+        (root / f"note{i}.txt").write_text(f"note {i}")
+        (root / f"p{i}.jpg").write_bytes(b"x")
+        (root / f"p{i}.jpg.txt").write_text(f"caption {i}")
+    calls = []
+    real = discover_module.modality_of
+    monkeypatch.setattr(discover_module, "modality_of", lambda p: calls.append(p) or real(p))
+    found = discover([root])
+    assert len(found.candidates) == 600 and all(c.caption == f"caption {c.path.stem[1:]}" for c in found.candidates if c.modality == "image")
+    assert len(calls) <= 2 * 900  # once to index the folder, once per file; a scan per .txt made ~540,000

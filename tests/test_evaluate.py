@@ -1,5 +1,6 @@
-"""Evaluation: hand-worked metrics, qrels problems line by line, TREC files that re-score identically, and
-the evaluate CLI on the shipped demo benchmark."""
+"""Evaluation: hand-worked metrics, qrels problems line by line, the query-file policy for uploads,
+budgets, TREC files that re-score identically (fake encoders: mechanics), and the evaluate CLI on the
+shipped demo benchmark with real models (slow: quality is its subject)."""
 
 from __future__ import annotations
 
@@ -10,19 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from crossmodal_demo.analysis.evaluate import METRICS, compute_metrics, evaluate_qrels
+from crossmodal_demo.analysis.qrels import QrelsQuery, parse_qrels, resolve_qrels
 from crossmodal_demo.cli.main import main
+from crossmodal_demo.config import Config
 from crossmodal_demo.errors import UserError
-from crossmodal_demo.analysis.evaluate import (
-    METRICS,
-    QrelsQuery,
-    compute_metrics,
-    evaluate_qrels,
-    parse_qrels,
-    resolve_qrels,
-)
+from crossmodal_demo.index.pipeline import index_paths
 from crossmodal_demo.retrieval.fusion import DEFAULT_METHODS
-from crossmodal_demo.retrieval.library import Library
-from crossmodal_demo.retrieval.search import Query
+from crossmodal_demo.retrieval.library import Library, open_library
+from crossmodal_demo.retrieval.query import Query
+from tests.fakes import fake_overrides
 
 DATA = Path(__file__).parent / "data"
 DEMO_DATA = Path(__file__).parent.parent / "crossmodal_demo" / "demo_data"
@@ -32,6 +30,14 @@ BENCHMARK = DEMO_DATA / "benchmark.jsonl"
 def write(path: Path, lines: list[str]) -> Path:
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+@pytest.fixture
+def fake_lib(config: Config, fake_corpus: Path) -> Library:
+    """Collection 'fake' (tests/fakes.py corpus: red/green/blue.png, tones, three notes) with fake encoders."""
+    lib = open_library(config, "fake", preset="offline", create=True, overrides=fake_overrides())
+    index_paths(lib.collection, lib.encoders, [fake_corpus], config)
+    return lib
 
 
 def test_metrics_match_hand_computed_values() -> None:
@@ -76,7 +82,7 @@ def test_qrels_problems_are_reported_line_by_line(tmp_path: Path) -> None:
     assert "not valid JSON" in msgs[2] and '"target" (image|text|audio|any)' in msgs[2]
     assert "exactly one of" in msgs[3] and "got text, image" in msgs[3]
     assert "unknown field(s) 'txt'" in msgs[4]
-    assert "'video'; expected one of image, text, audio, any" in msgs[5]
+    assert "Unknown target 'video'. Choose one of: image, text, audio, any" in msgs[5]
     assert "non-empty list" in msgs[6]
     assert "whole numbers ≥ 1" in msgs[7]
     assert "not found" in msgs[8] and str(tmp_path / "missing.jpg") in msgs[8]
@@ -96,49 +102,89 @@ def test_empty_and_malformed_files_fail_with_the_expected_format(tmp_path: Path)
     assert not problems and qs[0].relevant == {"cat.jpg": 1, "china.jpg": 2} and qs[1].relevant == {"cafe_note.txt": 1}
 
 
-def test_names_resolve_by_path_relative_path_or_file_name(indexed: Library, tmp_path: Path) -> None:
-    cat = next(it for it in indexed.collection.items("image") if it.path.endswith("cat.jpg"))
+def test_qrels_budgets_name_their_settings(tmp_path: Path) -> None:
+    path = write(tmp_path / "q.jsonl", [f'{{"id": "q{i}", "text": "x", "target": "text", "relevant": ["a.txt"]}}' for i in range(3)])
+    assert len(parse_qrels(path, max_queries=3)[0]) == 3
+    with pytest.raises(UserError, match=r"holds 3 queries; the limit is 2 \(CROSSMODAL_MAX_QRELS_QUERIES\)"):
+        parse_qrels(path, max_queries=2)
+    with pytest.raises(UserError, match=r"CROSSMODAL_MAX_MANIFEST_BYTES"):
+        parse_qrels(path, max_bytes=100)
+
+
+def test_uploaded_qrels_read_query_files_only_inside_the_upload_or_from_the_collection(fake_lib: Library, tmp_path: Path) -> None:
+    root = tmp_path / "upload"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "q.png").write_bytes((tmp_path / "fake_media" / "red.png").read_bytes())
+    (tmp_path / "outside.png").write_bytes(b"not for you")
+    (root / "link.png").symlink_to(tmp_path / "outside.png")
+    red = next(it for it in fake_lib.collection.items() if it.path.endswith("red.png"))
+    lines = [
+        '{"id": "inside", "image": "sub/q.png", "target": "image", "relevant": ["green.png"]}',
+        '{"id": "item", "image": "red.png", "target": "image", "relevant": ["green.png"]}',
+        '{"id": "up", "image": "../outside.png", "target": "image", "relevant": ["green.png"]}',
+        f'{{"id": "abs", "image": "{tmp_path / "outside.png"}", "target": "image", "relevant": ["green.png"]}}',
+        '{"id": "link", "image": "link.png", "target": "image", "relevant": ["green.png"]}',
+        '{"id": "missing", "audio": "nope.wav", "target": "audio", "relevant": ["low.wav"]}',
+    ]
+    path = write(root / "qrels.jsonl", lines)
+    queries, problems = parse_qrels(path, query_root=root, collection=fake_lib.collection)
+    assert {q.id: q.query.image for q in queries} == {"inside": (root / "sub" / "q.png").resolve(), "item": Path(red.path)}
+    assert [p.line for p in problems] == [3, 4, 5, 6]
+    assert all("must be inside the uploaded zip or name an item of the collection 'fake'" in p.message for p in problems)
+    # a bare uploaded qrels file (no zip): only items of the collection
+    queries, problems = parse_qrels(path, allow_files=False, collection=fake_lib.collection)
+    assert [q.id for q in queries] == ["item"] and len(problems) == 5
+    assert "query files must name an item of the collection 'fake'" in problems[0].message
+    # the command line keeps resolving against the qrels file's folder
+    queries, problems = parse_qrels(path)
+    assert {q.id for q in queries} == {"inside", "up", "abs", "link"}
+
+
+def test_names_resolve_by_path_relative_path_or_file_name(fake_lib: Library, tmp_path: Path) -> None:
+    red = next(it for it in fake_lib.collection.items("image") if it.path.endswith("red.png"))
     path = write(
         tmp_path / "q.jsonl",
         [
-            json.dumps({"id": "full", "text": "a cat", "target": "image", "relevant": [cat.path]}),
-            '{"id": "name", "text": "a cat", "target": "image", "relevant": ["cat.jpg"]}',
-            '{"id": "rel", "text": "a cat", "target": "image", "relevant": ["cat.jpg", "china.jpg"]}',
-            '{"id": "unknown", "text": "a lion", "target": "image", "relevant": ["lion.jpg", "cat.jpg"]}',
-            '{"id": "typo", "text": "a cat", "target": "image", "relevant": ["cat.jpeg"]}',
-            '{"id": "wrongmod", "text": "a cat", "target": "image", "relevant": ["pet_note.txt"]}',
+            json.dumps({"id": "full", "text": "red", "target": "image", "relevant": [red.path]}),
+            '{"id": "name", "text": "red", "target": "image", "relevant": ["red.png"]}',
+            '{"id": "rel", "text": "red", "target": "image", "relevant": ["red.png", "blue.png"]}',
+            '{"id": "unknown", "text": "a lion", "target": "image", "relevant": ["lion.jpg", "red.png"]}',
+            '{"id": "typo", "text": "red", "target": "image", "relevant": ["red.pgn"]}',
+            '{"id": "wrongmod", "text": "a cat", "target": "image", "relevant": ["cats.txt"]}',
         ],
     )
-    queries, problems = resolve_qrels(indexed.collection, parse_qrels(path)[0])
+    queries, problems = resolve_qrels(fake_lib.collection, parse_qrels(path)[0])
     assert [q.id for q in queries] == ["full", "name", "rel"]
-    assert queries[0].items == queries[1].items == {cat.id: 1}
+    assert queries[0].items == queries[1].items == {red.id: 1}
     msgs = {p.line: p.message for p in problems}
     assert "unknown item 'lion.jpg'" in msgs[4] and "file name" in msgs[4]
-    assert "Did you mean cat.jpg" in msgs[5]
+    assert "Did you mean red.png" in msgs[5]
     assert "is text, but the target is image" in msgs[6]
 
 
-def test_evaluate_function_with_one_source_and_trec_files(indexed: Library, tmp_path: Path) -> None:
-    """tests/data has no captions: one source, so every fused row must equal it; TREC files re-score the same."""
+def test_evaluate_function_with_one_source_and_trec_files(fake_lib: Library, tmp_path: Path) -> None:
+    """The fake corpus has no captions: one source, so every fused row must equal it; TREC files re-score the same."""
     import ranx
 
-    shutil.copy(DATA / "images" / "cat.jpg", tmp_path / "query_cat.jpg")
+    media = tmp_path / "fake_media"
+    shutil.copy(media / "red.png", tmp_path / "query_red.png")
     path = write(
         tmp_path / "q.jsonl",
         [
-            '{"id": "t1", "text": "a cat", "target": "image", "relevant": ["cat.jpg"]}',
-            '{"id": "t2", "text": "pasta with tomato sauce", "target": "text", "relevant": {"recipe_note.txt": 2}}',
-            '{"id": "t3", "text": "a rocket launch", "target": "image", "relevant": ["rocket.jpg", "astronaut.jpg"]}',
-            '{"id": "i1", "image": "query_cat.jpg", "target": "image", "relevant": ["coffee.jpg"]}',
-            f'{{"id": "s1", "audio": "{DATA / "sounds" / "silence.wav"}", "target": "text", "relevant": ["forecast_note.txt"]}}',
+            '{"id": "t1", "text": "red", "target": "image", "relevant": ["red.png"]}',
+            '{"id": "t2", "text": "a cat sleeps", "target": "text", "relevant": {"cats.txt": 2}}',
+            '{"id": "t3", "text": "high tone", "target": "audio", "relevant": ["high.wav", "middle.wav"]}',
+            '{"id": "i1", "image": "query_red.png", "target": "image", "relevant": ["green.png"]}',
+            f'{{"id": "s1", "audio": "{media / "quiet.wav"}", "target": "text", "relevant": ["dogs.txt"]}}',
         ],
     )
-    doc = evaluate_qrels(indexed, path, ["rrf", "mean-zscore"], depth=20, runs_out=tmp_path / "runs")
-    assert doc["queries"] == 4 and doc["excluded_query_items"] == 1  # the query photo is cat.jpg itself
+    doc = evaluate_qrels(fake_lib, path, ["rrf", "mean-zscore"], depth=20, runs_out=tmp_path / "runs")
+    assert doc["queries"] == 4 and doc["excluded_query_items"] == 1  # the query photo is red.png itself
     assert [p["line"] for p in doc["problems"]] == [5] and "no speech found" in doc["problems"][0]["message"]
     rows = {r["name"]: r for r in doc["results"]}
     assert list(rows) == ["text/content", "rrf", "mean-zscore"] and doc["best_single"] == "text/content"
     assert rows["rrf"]["kind"] == "fused" and set(rows["rrf"]["metrics"]) == set(METRICS)
+    assert rows["text/content"]["metrics"]["recall@1"] == pytest.approx((1 + 1 + 0.5 + 0) / 4)  # t3: 1 of 2 at rank 1
     for name in ("rrf", "mean-zscore"):
         assert rows[name]["metrics"] == pytest.approx(rows["text/content"]["metrics"])
         assert rows[name]["vs_best_single"]["mrr"] == {"p_value": None, "significant": False}  # identical: no test
@@ -149,15 +195,15 @@ def test_evaluate_function_with_one_source_and_trec_files(indexed: Library, tmp_
         again = ranx.evaluate(qrels, run, list(METRICS), make_comparable=True)
         assert again == pytest.approx(rows[name]["metrics"], abs=1e-9), name
     i1 = [x.split() for x in (tmp_path / "runs" / "text_content.run").read_text().splitlines() if x.startswith("i1 ")]
-    assert len(i1) == 6 and "cat.jpg" not in {x[2] for x in i1}  # 7 images minus the query itself
+    assert len(i1) == 2 and "red.png" not in {x[2] for x in i1}  # 3 images minus the query itself
 
 
 # --------------------------------------------------------------------------- the demo benchmark via the CLI
 @pytest.fixture(scope="module")
 def demo_indexes(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Path:
     """The built-in demo collection, built once for this module (~30 s with the offline preset)."""
+    from crossmodal_demo.app.demo_collection import ensure_demo_collection  # the demo's builder lives in the app
     from crossmodal_demo.config import load_config
-    from crossmodal_demo.app.demo_collection import ensure_demo_collection
 
     cfg = load_config(indexes_dir=tmp_path_factory.mktemp("demo_indexes"))
     lib = ensure_demo_collection(cfg, preset="offline")
@@ -171,6 +217,7 @@ def test_benchmark_covers_every_modality_pair() -> None:
     assert len(rows) >= 30 and len(pairs) == 9
 
 
+@pytest.mark.slow
 def test_evaluate_cli_on_the_demo_benchmark(demo_indexes: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     import ranx
 
@@ -203,21 +250,26 @@ def test_evaluate_cli_on_the_demo_benchmark(demo_indexes: Path, tmp_path: Path, 
         assert again == pytest.approx(rows[name]["metrics"], abs=1e-9), name
 
 
-def test_evaluate_cli_reports_bad_lines_and_runs_the_rest(indexed: Library, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_evaluate_cli_reports_bad_lines_and_runs_the_rest(fake_lib: Library, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     path = write(
         tmp_path / "q.jsonl",
         [
-            '{"id": "ok", "text": "a cat", "target": "image", "relevant": ["cat.jpg"]}',
+            '{"id": "ok", "text": "red", "target": "image", "relevant": ["red.png"]}',
             '{"id": "bad", "text": "a lion", "target": "image", "relevant": ["lion.jpg"]}',
         ],
     )
-    args = ["evaluate", "--indexes-dir", str(indexed.config.indexes_dir), "--collection", "corpus", "--qrels", str(path)]
-    assert main(args + ["--methods", "rrf"]) == 0
+    args = ["evaluate", "--indexes-dir", str(fake_lib.config.indexes_dir), "--collection", "fake", "--qrels", str(path)]
+    assert main(args + ["--methods", "rrf"], encoders=fake_overrides()) == 0
     captured = capsys.readouterr()
     assert "line 2: unknown item 'lion.jpg'" in captured.err
     assert "text/content" in captured.out and "rrf" in captured.out and "1 qrels line(s) skipped" in captured.out
+    assert main(args + ["--methods", "rrf,combsum", "--weights", "text/content=2", "--json"], encoders=fake_overrides()) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in doc["results"]] == ["text/content", "rrf", "combsum"] and doc["by_pair"][0]["pair"] == "text->image"
     assert main(args + ["--methods", "borda"]) == 2
     assert "Unknown fusion method 'borda'" in capsys.readouterr().err
+    assert main(args + ["--weights", "text/content"]) == 2
+    assert "is not SOURCE=NUMBER" in capsys.readouterr().err
     write(path, [""])
-    assert main(args) == 2
+    assert main(args, encoders=fake_overrides()) == 2
     assert "is empty" in capsys.readouterr().err

@@ -18,6 +18,7 @@ from crossmodal_demo.retrieval.fusion import (
     method_names,
     normalise,
     parse_method,
+    parse_weights,
     warm_up,
 )
 
@@ -123,4 +124,13 @@ def test_query_vector_arithmetic() -> None:
 
 
 def test_warm_up_compiles_every_method() -> None:
-    warm_up()  # must not raise for any accepted method name
+    assert warm_up() == method_names()  # every accepted name fused both lists completely
+
+
+def test_weights_are_parsed_once_for_every_caller() -> None:
+    assert parse_weights("text/caption=2, text/content=0.5;clip/content=1\n") == {
+        "text/caption": 2.0, "text/content": 0.5, "clip/content": 1.0}
+    assert parse_weights({"a": "3"}) == {"a": 3.0} and parse_weights(None) == {} and parse_weights("") == {}
+    for bad, msg in (("text/caption", "is not SOURCE=NUMBER"), ("a=x", "must be a number"), ("a=inf", "finite")):
+        with pytest.raises(UserError, match=msg):
+            parse_weights(bad)

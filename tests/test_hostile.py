@@ -1,6 +1,6 @@
 """Hostile inputs: every file in tests/data/hostile (see its README.md) gets exactly its expected outcome.
 
-One indexing run over the whole folder (offline preset) must not raise; each file is then checked on
+One indexing run over the whole folder (offline preset, fake encoders: decoding is the subject) must not raise; each file is then checked on
 its own (one test per file), the collection must be consistent, and the CLI must list the errors per
 file without a traceback. Expectations are written as the behaviour *should* be.
 
@@ -14,9 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
-import subprocess
-import sys
 import traceback
 import tracemalloc
 from dataclasses import dataclass, field
@@ -25,11 +22,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from crossmodal_demo.cli.main import main
 from crossmodal_demo.config import Config, load_config
 from crossmodal_demo.index.pipeline import IndexReport, index_paths
-from crossmodal_demo.retrieval.library import Library, open_library
-from crossmodal_demo.ingest.media import load_audio, load_image, modality_of
 from crossmodal_demo.index.store import Collection
+from crossmodal_demo.ingest.media import load_audio, load_image, modality_of
+from crossmodal_demo.retrieval.library import Library, open_library
+from tests.fakes import fake_overrides
+from tests.test_collection import assert_consistent
 
 HOSTILE = Path(__file__).parent / "data" / "hostile"
 MAX_AUDIO_SECONDS = 60
@@ -166,11 +166,11 @@ def merge(into: IndexReport, rep: IndexReport) -> None:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Run:
+def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     tmp = tmp_path_factory.mktemp("hostile")
     folder = make_folder(tmp)
     config = load_config(indexes_dir=tmp / "indexes", max_audio_seconds=MAX_AUDIO_SECONDS)
-    lib = open_library(config, "hostile", preset="offline", create=True)
+    lib = open_library(config, "hostile", preset="offline", create=True, overrides=fake_overrides())
     out = Run(folder, lib, config, IndexReport())
     try:
         out.report = index_paths(lib.collection, lib.encoders, [folder], config)
@@ -179,7 +179,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Run:
         # file does what, index the files one by one and record the ones that raise.
         out.crash = traceback.format_exc()
         lib.collection.close()
-        lib = out.lib = open_library(config, "hostile-one-by-one", preset="offline", create=True)
+        lib = out.lib = open_library(config, "hostile-one-by-one", preset="offline", create=True, overrides=fake_overrides())
         out.report = IndexReport()
         for entry in sorted(folder.iterdir()):
             if entry.name in CAPTION_OF or entry.is_dir() or modality_of(entry) is None:
@@ -295,43 +295,15 @@ def test_a_header_claiming_an_hour_allocates_only_what_is_there() -> None:
     assert peak < 20_000_000, f"peak {peak / 1e6:.0f} MB while reading a 16 kB file"  # one hour would be 230 MB
 
 
-def test_cli_lists_errors_per_file_without_traceback(run: Run, tmp_path: Path) -> None:
-    r = subprocess.run(
-        [sys.executable, "-m", "crossmodal_demo", "index", str(run.folder), "--collection", "cli-hostile",
-         "--indexes-dir", str(tmp_path / "ix"), "--max-audio-seconds", str(MAX_AUDIO_SECONDS), "--json"],
-        capture_output=True, text=True, timeout=300, env=dict(os.environ, CROSSMODAL_CACHE=str(run.config.cache_dir)),
-    )
-    assert "Traceback" not in r.stderr, r.stderr[-3000:]
-    assert r.returncode == 0, r.stderr[-3000:]
-    doc = json.loads(r.stdout)
+def test_cli_lists_errors_per_file_without_traceback(run: Run, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["index", str(run.folder), "--collection", "cli-hostile", "--indexes-dir", str(tmp_path / "ix"),
+                 "--max-audio-seconds", str(MAX_AUDIO_SECONDS), "--json"], encoders=fake_overrides())
+    out, err = capsys.readouterr()
+    assert code == 0, err[-3000:]
+    doc = json.loads(out)
     errors = {os.path.relpath(e["path"], run.folder): e["reason"] for e in doc["errors"]}
     want = {n for n, e in ALL.items() if e.startswith("reported: ")}
     assert want <= set(errors), want - set(errors)
     for name in want:
         assert ALL[name].split(": ", 1)[1] in errors[name], (name, errors[name])
     assert doc["added"] == len([e for e in ALL.values() if e.startswith("indexed")])
-
-
-# A copy of tests/test_collection.py::assert_consistent (tests/ is not a package).
-def assert_consistent(coll: Collection) -> None:
-    """SQLite and every FAISS partition hold exactly the same ids; every item has its content vector."""
-    db = sqlite3.connect(coll.root / "items.sqlite")
-    try:
-        for key in coll.index_keys():
-            want = sorted(
-                r[0]
-                for r in db.execute(
-                    "SELECT v.item_id FROM vectors v JOIN items i ON i.id=v.item_id "
-                    "WHERE space=? AND channel=? AND modality=?",
-                    key,
-                )
-            )
-            assert coll.index_ids(key).tolist() == want, key
-        assert db.execute("SELECT COUNT(*) FROM vectors WHERE item_id NOT IN (SELECT id FROM items)").fetchone()[0] == 0
-        bare = db.execute(
-            "SELECT COUNT(*) FROM items i WHERE modality != 'audio' AND NOT EXISTS "
-            "(SELECT 1 FROM vectors v WHERE v.item_id=i.id AND v.channel='content')"
-        ).fetchone()[0]
-        assert bare == 0
-    finally:
-        db.close()

@@ -8,22 +8,22 @@ CLAP: a tiny ``ClapConfig`` model + processor written with ``save_pretrained`` a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import time
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from crossmodal_demo.config import Config
-from crossmodal_demo.encoders import ENCODERS, EncoderSet, get_preset
-from crossmodal_demo.encoders import device, hub
+from crossmodal_demo.encoders import device, presets, weights
+from crossmodal_demo.encoders.base import EncoderSet
 from crossmodal_demo.errors import UserError
-from crossmodal_demo.retrieval.library import open_library
+from crossmodal_demo.index import faiss_index
 from crossmodal_demo.ingest.media import Audio
+from crossmodal_demo.retrieval.library import open_library
 
 TINY_CLIP = {
     "embed_dim": 16,
@@ -40,7 +40,7 @@ def empty_hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     cache = tmp_path / "hf-cache"
     cache.mkdir()
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(hub, "_probe_cache", None)
+    weights.forget_probe()
     return cache
 
 
@@ -91,20 +91,31 @@ def tiny_clap_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def tiny_env(tiny_clip_file: Path, tiny_clap_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The clip preset configured with the tiny checkpoints (as a user would, through the environment)."""
-    monkeypatch.setenv("CROSSMODAL_CLIP_MODEL", "tiny-clip-test")
-    monkeypatch.setenv("CROSSMODAL_CLIP_PRETRAINED", str(tiny_clip_file))
-    monkeypatch.setenv("CROSSMODAL_CLAP_MODEL", str(tiny_clap_dir))
-    hub.register_clip_preset()
-    yield
-    monkeypatch.undo()
-    hub.register_clip_preset()  # back to the defaults for later tests
+def tiny_config(tiny_clip_file: Path, tiny_clap_dir: Path, config: Config) -> Config:
+    """The clip preset configured with the tiny checkpoints (settings passed in a Config, on the CPU)."""
+    return dataclasses.replace(
+        config, clip_model="tiny-clip-test", clip_pretrained=str(tiny_clip_file), clap_model=str(tiny_clap_dir), device="cpu"
+    )
 
 
 @pytest.fixture
-def clip_set(tiny_env: None, config: Config) -> EncoderSet:
-    return EncoderSet(get_preset("clip"), config)
+def clip_set(tiny_config: Config) -> EncoderSet:
+    return EncoderSet(presets.preset_for("clip", tiny_config), tiny_config)
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make any hub request fail loudly; returns the list of attempted requests."""
+    import huggingface_hub
+
+    calls: list[str] = []
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        calls.append(str(args[:1]))
+        raise ConnectionError("network use in a test")
+
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", refuse)
+    return calls
 
 
 def _images() -> list[Image.Image]:
@@ -213,53 +224,69 @@ def test_clap_long_audio_is_deterministic_fixed_windows(clip_set: EncoderSet) ->
 
 
 # ---------------------------------------------------------------------------------------------- preset
-def test_clip_preset_one_modality_per_encoder(tiny_env: None) -> None:
-    preset = get_preset("clip")
-    specs = [ENCODERS[n] for n in preset.encoders]
-    assert {(s.name, s.modality, s.space) for s in specs} == {
+def test_clip_preset_one_modality_per_encoder(tiny_config: Config) -> None:
+    preset = presets.preset_for("clip", tiny_config)
+    assert {(s.name, s.modality, s.space) for s in preset.specs} == {
         ("openclip-image", "image", "clip"), ("openclip-text", "text", "clip"),
         ("clap-audio", "audio", "clap"), ("clap-text", "text", "clap"),
         ("minilm-text", "text", "text"), ("whisper-transcript", "audio", "text"),
     }
 
 
-def test_auto_uses_clip_when_weights_are_local(tiny_env: None, config: Config) -> None:
-    assert hub.resolve_preset("auto", config) == ("clip", "auto chose 'clip': clip weights are in the local cache")
+def test_presets_are_a_pure_function_of_the_settings(tiny_config: Config, config: Config) -> None:
+    tiny = presets.preset_for("clip", tiny_config)
+    default = presets.preset_for("clip", config)
+    assert tiny.spec("openclip-image").model_id == "open_clip:tiny-clip-test/file:tiny-clip.safetensors"
+    assert default.spec("openclip-image").model_id == "open_clip:ViT-B-32/laion2b_s34b_b79k"
+    assert presets.preset_for("clip", config) == default  # building one preset changed nothing for the other
 
 
-def test_auto_falls_back_to_offline_fast_with_hf_hub_offline(config: Config, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    t0 = time.perf_counter()
-    chosen, reason = hub.resolve_preset("auto", config)
-    assert time.perf_counter() - t0 < 1.0
+def test_auto_uses_clip_when_weights_are_local(tiny_config: Config) -> None:
+    assert presets.resolve_preset("auto", tiny_config) == ("clip", "auto chose 'clip': clip weights are in the local cache")
+
+
+def test_auto_falls_back_to_offline_without_asking_the_hub_when_offline(config: Config, no_network: list[str]) -> None:
+    chosen, reason = presets.resolve_preset("auto", dataclasses.replace(config, hub_offline=True))
     assert chosen == "offline" and "HF_HUB_OFFLINE=1" in reason and "download --preset clip" in reason
+    assert no_network == []
 
 
-def test_clip_without_weights_is_refused_clearly(config: Config, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_hub_probe_answer_expires(config: Config, no_network: list[str]) -> None:
+    online = dataclasses.replace(config, hub_offline=False, hub_probe_seconds=2.0, hub_probe_ttl=3600.0)
+    first = weights.hub_reachable(online)
+    assert first[0] is False and "ConnectionError" in first[1]
+    assert weights.hub_reachable(online) == first and len(no_network) == 1  # reused within the ttl
+    weights.hub_reachable(dataclasses.replace(online, hub_probe_ttl=0.0))
+    assert len(no_network) == 2  # expired: asked again
+
+
+def test_clip_without_weights_is_refused_clearly(config: Config) -> None:
     with pytest.raises(UserError) as err:
-        hub.resolve_preset("clip", config)
+        presets.resolve_preset("clip", dataclasses.replace(config, hub_offline=True))
     msg = str(err.value)
     assert "laion/CLIP-ViT-B-32-laion2B-s34B-b79K" in msg and "laion/clap-htsat-fused" in msg
     assert "--preset offline" in msg and "download --preset clip" in msg
 
 
 def test_unknown_preset_lists_the_valid_ones(config: Config) -> None:
-    with pytest.raises(UserError, match=r"Unknown preset 'clp'. Available: auto, clip, offline."):
-        hub.resolve_preset("clp", config)
+    for call in (presets.resolve_preset, presets.preset_for):
+        with pytest.raises(UserError, match=r"Unknown preset 'clp'. Available: auto, clip, offline."):
+            call("clp", config)
 
 
-def test_auto_defers_to_an_existing_collection(config: Config) -> None:
-    open_library(config, "old", preset="offline", create=True).collection.close()
+def test_auto_defers_to_an_existing_collection_without_probing(config: Config, fake_overrides: dict,
+                                                             no_network: list[str]) -> None:
+    open_library(config, "old", preset="offline", create=True, overrides=fake_overrides).collection.close()
+    online = dataclasses.replace(config, hub_offline=False)  # a probe would be attempted if anything asked
     for kwargs in ({"preset": "auto", "create": True}, {}):
-        lib = open_library(config, "old", **kwargs)
+        lib = open_library(online, "old", overrides=fake_overrides, **kwargs)
         assert lib.encoders.preset.name == "offline" and "built with preset 'offline'" in lib.preset_reason
         lib.collection.close()
+    assert no_network == []
 
 
-def test_collection_records_models_and_refuses_mixing(tiny_env: None, config: Config, tmp_path: Path,
-                                                      tiny_clip_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    lib = open_library(config, "c", preset="clip", create=True)
+def test_collection_records_models_and_refuses_mixing(tiny_config: Config, tmp_path: Path, tiny_clip_file: Path) -> None:
+    lib = open_library(tiny_config, "c", preset="clip", create=True)
     mf = lib.collection.manifest
     lib.collection.close()
     assert mf["preset"] == "clip"
@@ -267,38 +294,44 @@ def test_collection_records_models_and_refuses_mixing(tiny_env: None, config: Co
     assert mf["spaces"] == {"clip": 16, "clap": 16, "text": 384}
     other = tmp_path / "other.safetensors"
     other.write_bytes(tiny_clip_file.read_bytes())
-    monkeypatch.setenv("CROSSMODAL_CLIP_PRETRAINED", str(other))  # same space, different weights
+    changed = dataclasses.replace(tiny_config, clip_pretrained=str(other))  # same space, different weights
     with pytest.raises(UserError, match="different encoders"):
-        open_library(config, "c")
+        open_library(changed, "c")
     with pytest.raises(UserError, match="different encoders"):
-        open_library(config, "c", preset="offline")
+        open_library(tiny_config, "c", preset="offline")
 
 
 # ---------------------------------------------------------------------------------------------- device
-def test_cpu_fallback_is_silent() -> None:
-    import faiss
-
-    assert device.torch_device() == "cpu"
-    index = faiss.IndexFlatIP(4)
-    assert device.index_to_gpu(faiss, index) is index
+def test_cpu_is_forced_by_the_setting(config: Config) -> None:
+    assert device.torch_device(dataclasses.replace(config, device="cpu")) == "cpu"
+    assert faiss_index.policy_for(dataclasses.replace(config, device="cpu")).gpu is False
     assert device.whisper_compute("cpu") == ("cpu", "int8")
 
 
+def test_faiss_gpu_copy_falls_back_silently() -> None:
+    import faiss
+
+    index = faiss.IndexFlatIP(4)
+    if not faiss_index.faiss_has_gpu(faiss):
+        assert faiss_index.index_to_gpu(faiss, index) is index
+
+
 @pytest.mark.gpu
-@pytest.mark.skipif(not device.faiss_has_gpu(__import__("faiss")), reason="needs faiss-gpu and a GPU")
+@pytest.mark.skipif(not faiss_index.faiss_has_gpu(__import__("faiss")), reason="needs faiss-gpu and a GPU")
 def test_faiss_index_cloned_to_gpu() -> None:  # pragma: no cover - no GPU in CI
     import faiss
 
     index = faiss.IndexFlatIP(4)
     index.add(np.eye(4, dtype=np.float32))
-    gpu = device.index_to_gpu(faiss, index)
+    gpu = faiss_index.index_to_gpu(faiss, index)
     assert gpu is not index and gpu.search(np.eye(4, dtype=np.float32)[:1], 1)[1][0, 0] == 0
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(device.torch_device() != "cuda", reason="needs CUDA")
-def test_open_clip_on_cuda_is_half_precision(clip_set: EncoderSet) -> None:  # pragma: no cover
-    enc = clip_set.get("openclip-image")
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+def test_open_clip_on_cuda_is_half_precision(tiny_config: Config) -> None:  # pragma: no cover
+    cuda = dataclasses.replace(tiny_config, device="cuda")
+    enc = EncoderSet(presets.preset_for("clip", cuda), cuda).get("openclip-image")
     _unit(enc.encode(_images()[:2]))
     assert str(enc.holder.dtype) == "torch.float16"
 
@@ -306,16 +339,17 @@ def test_open_clip_on_cuda_is_half_precision(clip_set: EncoderSet) -> None:  # p
 # ---------------------------------------------------------------------------------------------- real hub
 @pytest.mark.slow
 @pytest.mark.skipif(
-    os.environ.get("CROSSMODAL_TEST_HUB") != "1" or hub.offline_forced(),
+    os.environ.get("CROSSMODAL_TEST_HUB") != "1",
     reason="real hub weights: run with CROSSMODAL_TEST_HUB=1 HF_HUB_OFFLINE=0 on a connected machine",
 )
 def test_real_clip_weights(config: Config, monkeypatch: pytest.MonkeyPatch) -> None:  # pragma: no cover
     monkeypatch.undo()  # use the real Hugging Face cache, not the empty one
-    ok, why = hub.hub_reachable()
+    online = dataclasses.replace(config, hub_offline=False)
+    ok, why = weights.hub_reachable(online)
     if not ok:
         pytest.skip(why)
-    hub.download("clip")
-    encs = EncoderSet(get_preset(hub.resolve_preset("clip", config)[0]), config)
+    presets.download("clip", online)
+    encs = EncoderSet(presets.preset_for(presets.resolve_preset("clip", online)[0], online), online)
     img = encs.get("openclip-image").encode(_images()[:1])
     txt = encs.get("openclip-text").encode(["random noise", "a red car"])
     assert img.shape == (1, 512) and txt.shape == (2, 512)

@@ -1,16 +1,20 @@
-"""Search in every direction with the real offline weights (tests/data; see DATA.md)."""
+"""Search: retrieval quality in every direction with the real offline weights on the shared index
+(tests/data; see DATA.md), and search mechanics with the fake encoders (tests/fakes.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from crossmodal_demo.config import Config
 from crossmodal_demo.errors import UserError
-from crossmodal_demo.retrieval.library import Library
-from crossmodal_demo.retrieval.search import Query
+from crossmodal_demo.index.pipeline import index_paths
+from crossmodal_demo.retrieval.library import Library, open_library
+from crossmodal_demo.retrieval.query import Query, check_k, check_text, target_modalities
 
 DATA = Path(__file__).parent / "data"
 SPEECH = json.loads((DATA / "speech" / "sentences.json").read_text())
@@ -81,32 +85,62 @@ def test_audio_to_audio(indexed: Library) -> None:
     assert names(res) == ["train.wav"]
 
 
-def test_query_errors_are_user_errors(indexed: Library) -> None:
+# ------------------------------------------------------------------ mechanics, with the fake encoders
+@pytest.fixture
+def fake_lib(config: Config, fake_corpus: Path, fake_overrides: dict) -> Library:
+    lib = open_library(config, "fake", preset="offline", create=True, overrides=fake_overrides)
+    index_paths(lib.collection, lib.encoders, [fake_corpus], config)
+    return lib
+
+
+def test_query_errors_are_user_errors(fake_lib: Library, fake_corpus: Path) -> None:
     with pytest.raises(UserError, match="Give exactly one query"):
-        indexed.search.search(Query(), target="image")
-    with pytest.raises(UserError, match="Unknown target 'video'"):
-        indexed.search.search(Query(text="x"), target="video")
+        fake_lib.search.search(Query(), target="image")
+    with pytest.raises(UserError, match=r"\(got text, image\)"):
+        fake_lib.search.search(Query(text="x", image=fake_corpus / "red.png"))
+    with pytest.raises(UserError, match=r"Unknown target 'video'. Choose one of: image, text, audio, any."):
+        fake_lib.search.search(Query(text="x"), target="video")
+    with pytest.raises(UserError, match="k must be at least 1"):
+        fake_lib.search.search(Query(text="x"), k=0)
     with pytest.raises(UserError, match="Query file not found"):
-        indexed.search.search(Query(image=DATA / "nope.jpg"))
+        fake_lib.search.search(Query(image=DATA / "nope.jpg"))
     with pytest.raises(UserError, match="no speech found"):
-        indexed.search.search(Query(audio=DATA / "sounds" / "silence.wav"))
+        fake_lib.search.search(Query(audio=fake_corpus / "quiet.wav"))
+    assert fake_lib.encoders.get("minilm-text").calls == 1  # only the silent clip's transcript was embedded
 
 
-def test_query_is_encoded_in_every_space_of_its_modality(indexed: Library) -> None:
-    vecs, info = indexed.search.encode_query(Query(text="a cat"))
-    assert set(vecs) == set(indexed.encoders.spaces()) == {"text"}
+def test_query_text_budget_names_its_setting_and_never_echoes(fake_lib: Library) -> None:
+    tight = dataclasses.replace(fake_lib.config, max_query_chars=10)
+    with pytest.raises(UserError) as err:
+        check_text("secret words " * 3, tight)
+    assert "CROSSMODAL_MAX_QUERY_CHARS" in str(err.value) and "secret" not in str(err.value)
+    assert check_text("  ten chars ", dataclasses.replace(tight, max_query_chars=12)) == "ten chars"
+    with pytest.raises(UserError, match="CROSSMODAL_MAX_QUERY_CHARS"):
+        Query(text="x" * 11).check(tight)
+    with pytest.raises(UserError, match="k must be between 1 and 5"):
+        check_k(6, most=5)
+    assert target_modalities("any") == ("image", "audio", "text") and target_modalities("text") == ("text",)
+
+
+def test_hits_are_ranked_by_score_with_ties_by_id(fake_lib: Library) -> None:
+    res = fake_lib.search.search(Query(text="red"), target="any", k=20)
+    assert names(res)[:2] == ["red.png", "red_note.md"]
+    scores = [h.score for h in res.hits]
+    assert scores == sorted(scores, reverse=True) and [h.rank for h in res.hits] == list(range(1, len(res.hits) + 1))
+    assert "quiet.wav" not in names(res)  # no vector in the text space: never returned
+    assert res.to_json()["query"] == {"modality": "text", "text": "red", "target": "any", "k": 20,
+                                      "collection": "fake", "preset": "offline"}
+
+
+def test_query_is_encoded_in_every_space_of_its_modality(fake_lib: Library) -> None:
+    vecs, info = fake_lib.search.encode_query(Query(text="a cat"))
+    assert set(vecs) == set(fake_lib.encoders.spaces()) == {"text"} and info == {"modality": "text", "text": "a cat"}
     assert vecs["text"].dtype == np.float32 and abs(np.linalg.norm(vecs["text"]) - 1) < 1e-5
 
 
-def test_text_query_never_loads_the_audio_model(tmp_path: Path, shared_cache: Path) -> None:
-    from crossmodal_demo.config import load_config
-    from crossmodal_demo.index.pipeline import index_paths
-    from crossmodal_demo.retrieval.library import open_library
-
-    cfg = load_config(indexes_dir=tmp_path)
-    lib = open_library(cfg, "lazy", create=True)
+def test_a_text_query_uses_only_the_text_encoder(config: Config, fake_overrides: dict, fake_corpus: Path) -> None:
+    lib = open_library(config, "lazy", preset="offline", create=True, overrides=fake_overrides)
     assert lib.encoders.loaded() == []  # nothing loads at open
-    index_paths(lib.collection, lib.encoders, [DATA / "texts"], cfg)
-    lib.search.search(Query(text="guitar"), target="text")
-    assert "whisper-tiny-en-transcript" not in lib.encoders.loaded()
-    assert "conse-effnet-lite0" not in lib.encoders.loaded()
+    index_paths(lib.collection, lib.encoders, sorted(fake_corpus.glob("*.txt")), config)
+    lib.search.search(Query(text="cat"), target="text")
+    assert lib.encoders.loaded() == ["minilm-text"]

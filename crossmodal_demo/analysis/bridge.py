@@ -26,8 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from crossmodal_demo.encoders.base import l2_normalise
+from crossmodal_demo.encoders.conse import imagenet_class_names
 from crossmodal_demo.errors import UserError
+from crossmodal_demo.retrieval.library import Library
+from crossmodal_demo.retrieval.sources import ExtraSource, target_modalities
+from crossmodal_demo.vectors import l2_normalise
 
 METHODS = ("procrustes", "cca")
 
@@ -98,7 +101,7 @@ def _2d(X: np.ndarray, dim: int, side: str) -> np.ndarray:
 
 def fit_procrustes(X: np.ndarray, Y: np.ndarray, source: str = "x", target: str = "y") -> Bridge:
     """Orthogonal Procrustes on centred pairs X (n, dx), Y (n, dy) → Bridge with W (dx, dy)."""
-    from scipy.linalg import orthogonal_procrustes
+    from scipy.linalg import orthogonal_procrustes  # lazy: heavy import
 
     X, Y = _pairs(X, Y)
     mx, my = X.mean(0), Y.mean(0)
@@ -126,7 +129,7 @@ def fit_cca(
     iterative CCA slows down sharply with width (384-d: ~1 min), and the top principal directions
     keep what correlates.
     """
-    from sklearn.cross_decomposition import CCA
+    from sklearn.cross_decomposition import CCA  # lazy: heavy imports
     from sklearn.decomposition import PCA
 
     X, Y = _pairs(X, Y)
@@ -224,7 +227,7 @@ class LsaSpace:
     """A model-free text space: TF-IDF (word 1-2 grams) + truncated SVD to ``dim``, L2-normalised."""
 
     def __init__(self, corpus: Sequence[str], dim: int = 64, seed: int = 0) -> None:
-        from sklearn.decomposition import TruncatedSVD
+        from sklearn.decomposition import TruncatedSVD  # lazy: heavy imports
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         self.tfidf = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
@@ -238,14 +241,13 @@ class LsaSpace:
 
 
 def offline_text_bridge(
-    library: Any, method: str = "procrustes", dim: int = 64, extra_texts: Sequence[str] = (), seed: int = 0
+    library: Library, method: str = "procrustes", dim: int = 64, extra_texts: Sequence[str] = (), seed: int = 0
 ) -> tuple[Bridge, LsaSpace]:
     """Bridge an LSA space (built here, no model) into the collection's ``text`` space.
 
     Pairs: the ImageNet class names in the ConSE prompt, plus the collection's captions and
     transcripts, plus ``extra_texts``; each text embedded in both spaces. Returns (bridge, LSA space).
     """
-    from crossmodal_demo.encoders.conse import imagenet_class_names
 
     text_enc = library.encoders.text_encoder_for("text")
     if text_enc is None:
@@ -253,7 +255,8 @@ def offline_text_bridge(
     template = "a photo of a {}."
     names = [template.format(n) for n in imagenet_class_names()]
     conse = next((library.encoders.get(s.name) for s in library.encoders.specs_for("image") if s.space == "text"), None)
-    if conse is not None and hasattr(conse, "class_vectors") and getattr(conse, "template", None) == template:
+    if conse is not None and hasattr(conse, "class_texts") and hasattr(conse, "class_vectors"):
+        names = list(conse.class_texts())  # the very texts ConSE embeds, so each pair lines up
         Y_names = conse.class_vectors()  # cached on disk by the ConSE encoder: no re-encoding
     else:
         Y_names = text_enc.encode(names)
@@ -268,13 +271,12 @@ def offline_text_bridge(
     return bridge, lsa
 
 
-def bridge_source(library: Any, bridge: Bridge, encode: Callable[[str], np.ndarray], channel: str = "content") -> Any:
+def bridge_source(library: Library, bridge: Bridge, encode: Callable[[str], np.ndarray], channel: str = "content") -> ExtraSource:
     """An :class:`~crossmodal_demo.retrieval.sources.ExtraSource` ranking target items through ``bridge`` for text queries.
 
     ``encode(text)`` gives the query's vector in the bridge's source space; target items are those
     with a ``channel`` vector in the bridge's target space.
     """
-    from crossmodal_demo.retrieval.sources import ExtraSource, target_modalities
 
     def rank(query: Any, target: str, depth: int) -> dict[str, float]:
         if not query.text:

@@ -13,8 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from crossmodal_demo.analysis.projection import project
 from crossmodal_demo.errors import UserError
 from crossmodal_demo.retrieval.fusion import contributions, fuse, parse_method
+from crossmodal_demo.retrieval.library import Library
+from crossmodal_demo.retrieval.query import check_k
 from crossmodal_demo.retrieval.sources import (
     DEFAULT_DEPTH,
     ExtraSource,
@@ -28,7 +31,7 @@ from crossmodal_demo.retrieval.sources import (
 
 
 def run_lab(
-    library: Any,
+    library: Library,
     query: QueryLike,
     target: str,
     sources: list[str] | None,
@@ -56,8 +59,7 @@ def run_lab(
     "contributions"}]}], "projection": {"method", "points": [{"label", "kind", "id", "x", "y"}]}}``.
     Movement = baseline rank - rank here (positive: moved up; None: the baseline never ranked it).
     """
-    if k < 1:
-        raise UserError(f"k must be at least 1 (got {k}).")
+    check_k(k)
     parsed = [parse_method(m) for m in methods]
     terms = as_terms(query)
     vectors, info = encode_terms(library, terms)
@@ -131,54 +133,6 @@ def _hits(ranked: Mapping[str, float], k: int, base_rank: dict[str, int], contri
             hit["contributions"] = {src: round(v, 6) for src, v in contrib.get(d, {}).items()}
         out.append(hit)
     return out
-
-
-def project(
-    library: Any, query_vec: np.ndarray | None, space: str, ids: Sequence[int], items: Mapping[int, Any], method: str = "auto"
-) -> dict[str, Any]:
-    """2-D coordinates of the query and each result's vectors in ``space`` (content and caption points).
-
-    ``method``: 'pca', 'umap' (needs umap-learn) or 'auto' (UMAP when installed and ≥ 15 points, else
-    PCA — UMAP needs a neighbourhood to be meaningful). Returns {"method", "space", "points": [...]}.
-    """
-    labels: list[dict[str, Any]] = []
-    rows: list[np.ndarray] = []
-    if query_vec is not None:
-        labels.append({"label": "query", "kind": "query", "id": None, "channel": None})
-        rows.append(np.asarray(query_vec, dtype=np.float32))
-    for i in ids:
-        for (sp, channel), vec in sorted(library.collection.vectors_of(i).items()):
-            if sp != space:
-                continue
-            it = items.get(i)
-            name = Path(it.path).name if it else str(i)
-            labels.append({"label": f"{name} ({channel})", "kind": "result", "id": i, "channel": channel})
-            rows.append(vec)
-    if len(rows) < 3:
-        return {"method": None, "space": space, "points": [{**lab, "x": 0.0, "y": 0.0} for lab in labels]}
-    X = np.stack(rows).astype(np.float64)
-    used = "pca"
-    if method in ("umap", "auto"):
-        try:
-            import umap  # type: ignore[import-not-found]
-
-            if method == "umap" or len(rows) >= 15:
-                xy = umap.UMAP(n_components=2, n_neighbors=min(15, len(rows) - 1), random_state=0).fit_transform(X)
-                used = "umap"
-        except ImportError:
-            if method == "umap":
-                raise UserError("UMAP projection needs the umap-learn package (pip install umap-learn); PCA works without it.") from None
-    elif method != "pca":
-        raise UserError(f"Unknown projection {method!r}. Choose one of: auto, pca, umap.")
-    if used == "pca":
-        from sklearn.decomposition import PCA
-
-        xy = PCA(n_components=2, random_state=0).fit_transform(X)
-    return {
-        "method": used,
-        "space": space,
-        "points": [{**lab, "x": round(float(x), 6), "y": round(float(y), 6)} for lab, (x, y) in zip(labels, xy)],
-    }
 
 
 def movement_tag(hit: dict[str, Any]) -> str:

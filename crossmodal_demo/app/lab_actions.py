@@ -14,7 +14,7 @@ import logging
 import re
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +26,14 @@ from crossmodal_demo.app.demo_collection import DEMO_BENCHMARK, DEMO_DATA, DEMO_
 from crossmodal_demo.app.search_actions import as_k, make_query
 from crossmodal_demo.app.visitors import Visitor
 from crossmodal_demo.errors import UserError
+from crossmodal_demo.index.pipeline import ProgressFn
 from crossmodal_demo.ingest.uploads import UploadBudget, extract_zip
-from crossmodal_demo.retrieval.fusion import DEFAULT_METHODS, RANX_LOCK, parse_method, warm_up
+from crossmodal_demo.retrieval.fusion import DEFAULT_METHODS, RANX_LOCK, parse_method, parse_weights, warm_up
 from crossmodal_demo.retrieval.library import Library
 from crossmodal_demo.retrieval.query import check_target
 from crossmodal_demo.retrieval.sources import list_sources, target_modalities
 
 log = logging.getLogger(__name__)
-ProgressFn = Callable[[int, int, str], None]
 LAB_METHODS = ("rrf", "mean-zscore", "wsum-minmax")  # the lab's default fusion methods
 MAX_LAB_K = 20
 QRELS_EXTS = (".jsonl", ".csv", ".zip")
@@ -65,34 +65,6 @@ def lab_sources(service: Any, visitor: Visitor, target: str = "image") -> list[s
     with service.library(ref) as lib:
         spaces = sorted({space for space, _, _ in lib.collection.index_keys()})
         return [s.name for s in list_sources(lib, spaces, target)]
-
-
-def parse_weights(weights: str | dict[str, float] | None) -> dict[str, float]:
-    """``"text/caption=2, text/content=0.5"`` (or a dict) → {source: weight}; a malformed part is a UserError."""
-    if not weights:
-        return {}
-    if isinstance(weights, dict):
-        items = list(weights.items())
-    else:
-        if len(weights) > 2000:
-            raise UserError("The weights text is too long (at most 2,000 characters).")
-        items = []
-        for part in (p.strip() for p in re.split(r"[,;\n]", weights)):
-            if not part:
-                continue
-            name, eq, value = part.rpartition("=")
-            if not eq or not name.strip():
-                raise UserError(f"Weight {part[:60]!r} is not SOURCE=NUMBER, e.g. text/caption=2, text/content=0.5.")
-            items.append((name.strip(), value))
-    out: dict[str, float] = {}
-    for name, value in items:
-        try:
-            out[str(name)] = float(value)
-        except (TypeError, ValueError):
-            raise UserError(f"The weight of {str(name)[:60]!r} must be a number (got {str(value)[:20]!r}).") from None
-        if not np.isfinite(out[str(name)]):
-            raise UserError(f"The weight of {str(name)[:60]!r} must be a finite number (got {value!r}).")
-    return out
 
 
 def _query_spaces(lib: Library, modalities: Sequence[str]) -> set[str]:
@@ -140,6 +112,8 @@ def lab(service: Any, visitor: Visitor, text: Any = None, image: Any = None, aud
                     f"None of the ticked sources ({', '.join(skipped)}) can rank for this query: it is encoded in the "
                     f"{', '.join(sorted(reach)) or 'no'} space(s). Tick a source of one of those spaces."
                 )
+        if isinstance(weights, str) and len(weights) > 2000:
+            raise UserError("The weights text is too long (at most 2,000 characters).")
         w = parse_weights(weights)
         spaces = sorted({space for space, _, _ in lib.collection.index_keys()})
         used = set(sources) if sources is not None else {s.name for s in list_sources(lib, spaces, target) if s.space in reach}
@@ -235,6 +209,6 @@ def export_evaluation(doc: dict[str, Any] | None) -> dict[str, str]:
 
 
 __all__ = [
-    "LAB_METHODS", "MAX_LAB_K", "evaluate", "evaluation_rows", "export_evaluation", "lab", "lab_sources", "parse_weights",
+    "LAB_METHODS", "MAX_LAB_K", "evaluate", "evaluation_rows", "export_evaluation", "lab", "lab_sources",
     "warm_up_fusion",
 ]

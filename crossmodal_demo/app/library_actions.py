@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +21,11 @@ from crossmodal_demo.app.search_actions import display_path
 from crossmodal_demo.app.thumbnails import drop_thumbnails
 from crossmodal_demo.app.visitors import Visitor
 from crossmodal_demo.errors import MediaError, UserError
-from crossmodal_demo.index.pipeline import index_paths
+from crossmodal_demo.index.pipeline import ProgressFn, index_paths
 from crossmodal_demo.ingest.discover import Problem
 from crossmodal_demo.ingest.uploads import UploadBudget, copy_upload, extract_zip
 from crossmodal_demo.retrieval.library import Library
 
-ProgressFn = Callable[[int, int, str], None]  # (done, total, description)
 MODALITY_FILTERS = ("all", "image", "audio", "text")
 BROWSE_LIMIT = 300
 

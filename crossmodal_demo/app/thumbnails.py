@@ -6,6 +6,7 @@ named by item id and content hash, so a replaced file gets a new preview.
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ def thumbnail(coll: Collection, item: Item, config: Config) -> Path:
     dst = thumbnail_path(coll, item)
     if not dst.is_file():
         dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_suffix(".tmp.png")
+        tmp = dst.with_name(f".{dst.stem}.{secrets.token_hex(4)}.tmp.png")  # one temp per request: no collision
         make_thumbnail(item, config).save(tmp)
         tmp.replace(dst)  # concurrent requests never see a half-written preview
     return dst

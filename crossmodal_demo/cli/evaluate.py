@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from crossmodal_demo.analysis.evaluate import evaluate_qrels
+from crossmodal_demo.cli.output import print_json
+from crossmodal_demo.config import Config
 from crossmodal_demo.errors import UserError
-from crossmodal_demo.retrieval.fusion import DEFAULT_METHODS, method_names
+from crossmodal_demo.retrieval.fusion import DEFAULT_METHODS, method_names, parse_method, parse_weights
+from crossmodal_demo.retrieval.library import open_library
 from crossmodal_demo.retrieval.sources import DEFAULT_DEPTH
 
 SHORT = {"recall@1": "R@1", "recall@5": "R@5", "recall@10": "R@10", "mrr": "MRR", "ndcg@10": "nDCG@10"}
@@ -42,24 +45,6 @@ def add_subcommands(sub: Any, common: argparse.ArgumentParser) -> None:
     ev.set_defaults(func=cmd_evaluate)
 
 
-def parse_weights(text: str | None) -> dict[str, float] | None:
-    """``'a=0.7,b=0.3'`` → {'a': 0.7, 'b': 0.3}; a malformed pair raises UserError."""
-    if not text:
-        return None
-    out: dict[str, float] = {}
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        name, eq, value = part.rpartition("=")
-        try:
-            if not eq or not name:
-                raise ValueError
-            out[name.strip()] = float(value)
-        except ValueError:
-            raise UserError(f"--weights part {part!r} is not SOURCE=NUMBER (e.g. text/content=0.7,text/caption=0.3).") from None
-    return out
-
-
 def parse_methods(given: list[str] | None) -> list[str]:
     """CLI ``--methods`` (space- or comma-separated; 'none' for single sources only) → method names."""
     if given is None:
@@ -68,21 +53,17 @@ def parse_methods(given: list[str] | None) -> list[str]:
     return [] if names == ["none"] else names
 
 
-def cmd_evaluate(args: argparse.Namespace, config: Any) -> int:
+def cmd_evaluate(args: argparse.Namespace, config: Config) -> int:
     """``evaluate``: results table (or JSON); bad qrels lines are listed on stderr, the rest still runs."""
-    from crossmodal_demo.analysis.evaluate import evaluate_qrels
-    from crossmodal_demo.retrieval.fusion import parse_method
-    from crossmodal_demo.retrieval.library import open_library
-
     methods = parse_methods(args.methods)
     for m in methods:
         parse_method(m)  # a typo fails before the collection and models load
-    weights = parse_weights(args.weights)
+    weights = parse_weights(args.weights) or None
     if args.depth < 1:
         raise UserError(f"--depth must be at least 1 (got {args.depth}).")
     if not args.qrels.is_file():
         raise UserError(f"Qrels file not found: {args.qrels}")
-    lib = open_library(config, args.collection)
+    lib = open_library(config, args.collection, overrides=args.encoders)
     try:
         doc = evaluate_qrels(
             lib, args.qrels, methods, depth=args.depth, weights=weights, stat_test=args.stat_test, runs_out=args.runs_out
@@ -93,8 +74,7 @@ def cmd_evaluate(args: argparse.Namespace, config: Any) -> int:
         where = f"line {p['line']}" if p["line"] else "file"
         print(f"qrels {args.qrels}: {where}: {p['message']}", file=sys.stderr)
     if args.json:
-        json.dump(doc, sys.stdout, ensure_ascii=False, indent=2)
-        sys.stdout.write("\n")
+        print_json(doc)
         return 0
     print(format_report(doc))
     return 0

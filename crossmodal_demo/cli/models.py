@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from typing import Any
+
+from crossmodal_demo.cli.output import print_json
+from crossmodal_demo.config import Config
+from crossmodal_demo.encoders.catalog import describe_preset
+from crossmodal_demo.encoders.presets import DESCRIPTIONS, download, resolve_preset
+from crossmodal_demo.errors import UserError
+from crossmodal_demo.retrieval.library import DEFAULT_PRESET
 
 
 def add_subcommands(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -18,30 +23,25 @@ def add_subcommands(sub: Any, common: argparse.ArgumentParser) -> None:
     dl.set_defaults(func=cmd_download)
 
 
-def models_report(config: Any) -> dict[str, Any]:
+def models_report(config: Config) -> dict[str, Any]:
     """Every preset (auto, clip, offline) with its encoders; auto shows what it resolves to here and why."""
-    from crossmodal_demo.encoders.hub import describe_preset, resolve_preset
-    from crossmodal_demo.errors import UserError
-    from crossmodal_demo.retrieval.library import DEFAULT_PRESET
-
     chosen, reason = resolve_preset("auto", config)
     presets: list[dict[str, Any]] = []
     for name in ("clip", "offline"):
         try:
-            presets.append(describe_preset(name))
+            presets.append(describe_preset(name, config))
         except UserError as exc:  # a misconfigured CROSSMODAL_CLIP_* shows up here instead of failing the listing
             presets.append({"name": name, "error": str(exc), "encoders": [], "weights_available": False})
-    auto = {"name": "auto", "description": "clip when its weights are cached or the hub answers within a few seconds, else offline.",
+    auto = {"name": "auto", "description": DESCRIPTIONS["auto"],
             "resolves_to": chosen, "reason": reason, "encoders": next(p["encoders"] for p in presets if p["name"] == chosen)}
     return {"default": DEFAULT_PRESET, "presets": [auto, *presets]}
 
 
-def cmd_models(args: argparse.Namespace, config: Any) -> int:
+def cmd_models(args: argparse.Namespace, config: Config) -> int:
     """``models``: a table (or JSON) of presets and encoders; loads no model."""
     report = models_report(config)
     if args.json:
-        json.dump(report, sys.stdout, ensure_ascii=False, indent=2)
-        sys.stdout.write("\n")
+        print_json(report)
         return 0
     for p in report["presets"]:
         default = " (default)" if p["name"] == report["default"] else ""
@@ -59,14 +59,12 @@ def cmd_models(args: argparse.Namespace, config: Any) -> int:
     return 0
 
 
-def cmd_download(args: argparse.Namespace, config: Any) -> int:
+def cmd_download(args: argparse.Namespace, config: Config) -> int:
     """``download``: fetch the preset's hub weights into the Hugging Face cache (HF_HOME)."""
-    from crossmodal_demo.encoders.hub import download
-
     if args.preset == "offline":
         print("preset offline: weights ship inside pip packages; nothing to download.")
         return 0
-    paths = download(args.preset)
+    paths = download(args.preset, config)
     for p in paths:
         print(p)
     print(f"{len(paths)} file(s) ready in the Hugging Face cache; copy it (HF_HOME) to use them on an offline machine.")

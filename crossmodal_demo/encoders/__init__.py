@@ -1,7 +1,8 @@
-"""Encoders, their registry and the presets. Importing this registers the built-in presets (no model loads)."""
+"""Encoders: media → L2-normalised float32 vectors, one module per model family.
 
-from crossmodal_demo.encoders import offline  # noqa: F401  (registers the offline preset)
-from crossmodal_demo.encoders import hub  # noqa: F401  (registers the clip preset and lists auto; needs offline's minilm-text)
-from crossmodal_demo.encoders.base import ENCODERS, PRESETS, Encoder, EncoderSet, EncoderSpec, Preset, get_preset, l2_normalise
-
-__all__ = ["ENCODERS", "PRESETS", "Encoder", "EncoderSet", "EncoderSpec", "Preset", "get_preset", "l2_normalise"]
+``base`` (Encoder protocol, EncoderSpec, Preset, EncoderSet, shared model holders), ``presets``
+(offline / clip / auto as a pure function of the settings), ``offline`` (the bundled preset's specs),
+``weights`` (Hugging Face cache, hub probe, downloads), ``catalog`` (published numbers, weights
+status), ``device``, and the families ``sbert``, ``conse``, ``asr``, ``open_clip``, ``clap``.
+Importing this package loads no model and registers nothing.
+"""

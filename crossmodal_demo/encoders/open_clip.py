@@ -1,8 +1,8 @@
 """open_clip image and text encoders: the ``clip`` space.
 
-Any open_clip architecture and weights can be chosen with ``CROSSMODAL_CLIP_MODEL`` (default
-``ViT-B-32``) and ``CROSSMODAL_CLIP_PRETRAINED`` (default ``laion2b_s34b_b79k``; a pretrained tag, or a
-path to a ``.safetensors`` / ``.bin`` / ``.pt`` checkpoint file). ``hf-hub:org/repo`` and
+Any open_clip architecture and weights can be chosen with ``config.clip_model`` (``CROSSMODAL_CLIP_MODEL``,
+default ``ViT-B-32``) and ``config.clip_pretrained`` (``CROSSMODAL_CLIP_PRETRAINED``, default
+``laion2b_s34b_b79k``; a pretrained tag, or a path to a ``.safetensors`` / ``.bin`` / ``.pt`` checkpoint file). ``hf-hub:org/repo`` and
 ``local-dir:/folder`` model names work as in open_clip.
 
 Weights always reach open_clip as a local file (``pretrained=<file>``): this module finds the file in
@@ -16,7 +16,6 @@ import importlib.util
 import json
 import os
 import sys
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,8 +24,9 @@ import numpy as np
 
 from crossmodal_demo.config import Config
 from crossmodal_demo.errors import UserError
-from crossmodal_demo.encoders.base import EncoderSpec, TowerEncoder, shared_holder
-from crossmodal_demo.encoders.hub import HubFile
+from crossmodal_demo.encoders.base import EncoderSet, EncoderSpec, ModelHolder, TextTower, TowerEncoder, shared_holder
+from crossmodal_demo.encoders.device import open_clip_precision, torch_device
+from crossmodal_demo.encoders.weights import HubFile, cached_or_fetch
 
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
@@ -72,12 +72,9 @@ class ClipChoice:
         return f"open_clip:{self.model}/{weights}"
 
 
-def clip_choice() -> ClipChoice:
-    """The open_clip model chosen through ``CROSSMODAL_CLIP_MODEL`` / ``CROSSMODAL_CLIP_PRETRAINED``."""
-    return ClipChoice(
-        os.environ.get("CROSSMODAL_CLIP_MODEL") or DEFAULT_MODEL,
-        os.environ.get("CROSSMODAL_CLIP_PRETRAINED") or DEFAULT_PRETRAINED,
-    )
+def clip_choice(config: Config) -> ClipChoice:
+    """The open_clip model chosen by ``config.clip_model`` / ``config.clip_pretrained``."""
+    return ClipChoice(config.clip_model.strip() or DEFAULT_MODEL, config.clip_pretrained.strip() or DEFAULT_PRETRAINED)
 
 
 def _builtin_config(model: str) -> dict[str, Any] | None:
@@ -123,7 +120,7 @@ def _hub_folder(choice: ClipChoice) -> str:
     """``org/repo/`` or ``org/repo/file`` holding the weights of a built-in model's pretrained tag."""
     folder = KNOWN_TAGS.get((choice.model, choice.pretrained))
     if folder is None:
-        import open_clip
+        import open_clip  # lazy: heavy (torch); only for tags outside KNOWN_TAGS
 
         cfg = open_clip.get_pretrained_cfg(choice.model, choice.pretrained)
         if not cfg:
@@ -183,29 +180,21 @@ def fetch(choice: ClipChoice) -> str:
     return found
 
 
-class OpenClipModel:
+class OpenClipModel(ModelHolder):
     """One loaded open_clip model shared by the image and text encoders (loaded once, on first use)."""
 
-    def __init__(self, choice: ClipChoice, device: str) -> None:
+    def __init__(self, choice: ClipChoice, device: str, config: Config) -> None:
+        super().__init__(device, config)
         self.choice = choice
-        self.device = device
-        self.lock = threading.Lock()  # torch modules are not re-entrant across threads
-        self.model: Any = None
         self.preprocess: Any = None
         self.tokenizer: Any = None
 
-    def load(self) -> None:
-        """Build the model from the local checkpoint (call with ``lock`` held)."""
-        if self.model is not None:
-            return
-        import open_clip
-
-        from crossmodal_demo.encoders.device import open_clip_precision
-
-        from crossmodal_demo.encoders.hub import cached_or_fetch
+    def _load(self) -> None:
+        """Build the model from the local checkpoint (called with ``lock`` held)."""
+        import open_clip  # lazy: heavy (torch)
 
         checkpoint = cached_or_fetch(
-            lambda: local_checkpoint(self.choice), lambda: fetch(self.choice), lambda: [self.choice.model_id]
+            lambda: local_checkpoint(self.choice), lambda: fetch(self.choice), lambda: [self.choice.model_id], self.config
         )
         kwargs: dict[str, Any] = {}
         name = self.choice.model
@@ -231,15 +220,11 @@ class OpenClipModel:
         self.preprocess = preprocess
         self.model = model.eval()
 
-    @property
-    def dtype(self) -> Any:
-        """Parameter dtype of the loaded model (inputs must match it on fp16 GPUs)."""
-        return next(self.model.parameters()).dtype
 
-
-def shared_model(choice: ClipChoice, device: str) -> OpenClipModel:
-    """The process-wide holder for ``choice`` on ``device`` (the image and text encoders share it)."""
-    return shared_holder(("open_clip", choice, device), lambda: OpenClipModel(choice, device))
+def shared_model(choice: ClipChoice, config: Config) -> OpenClipModel:
+    """The process-wide holder for ``choice`` on the configured device (image and text encoders share it)."""
+    device = torch_device(config)
+    return shared_holder(("open_clip", choice, device), lambda: OpenClipModel(choice, device, config))
 
 
 class OpenClipImage(TowerEncoder):
@@ -251,7 +236,7 @@ class OpenClipImage(TowerEncoder):
         """Images → float32 (n, dim), L2-normalised."""
         if not batch:
             return np.zeros((0, self.dim), dtype=np.float32)
-        import torch
+        import torch  # lazy: heavy library, needed only once a model runs
 
         h = self.holder
         with h.lock:
@@ -261,10 +246,8 @@ class OpenClipImage(TowerEncoder):
                 return self.finish(h.model.encode_image(x).float().cpu().numpy())
 
 
-class OpenClipText(TowerEncoder):
+class OpenClipText(TextTower):
     """Texts → the ``clip`` space; text beyond the model's context (77 tokens for most) is cut off."""
-
-    modality = "text"
 
     @property
     def max_tokens(self) -> int:
@@ -274,38 +257,29 @@ class OpenClipText(TowerEncoder):
             return int(getattr(self.holder.tokenizer, "context_length", 77)) - 2
 
     def count_tokens(self, text: str) -> int:
-        """Word pieces in ``text`` (without special tokens)."""
-        tok = self.holder.tokenizer
-        if hasattr(tok, "encode"):
-            return len(tok.encode(text))
-        return len(tok.tokenizer(text, add_special_tokens=False)["input_ids"])
+        """Word pieces in ``text`` (without special tokens); under the model's lock (tokenizers are not thread-safe)."""
+        with self.holder.lock:
+            self.holder.load()
+            tok = self.holder.tokenizer
+            if hasattr(tok, "encode"):
+                return len(tok.encode(text))
+            return len(tok.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def encode(self, batch: Sequence[str]) -> np.ndarray:
-        """Texts → float32 (n, dim), L2-normalised; empty strings give zero rows."""
-        out = np.zeros((len(batch), self.dim), dtype=np.float32)
-        idx = [i for i, t in enumerate(batch) if t and t.strip()]
-        if not idx:
-            return out
-        import torch
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        """Raw open_clip text features (n, dim); the holder is loaded and locked."""
+        import torch  # lazy: heavy library, needed only once a model runs
 
         h = self.holder
-        with h.lock:
-            h.load()
-            tokens = h.tokenizer([batch[i] for i in idx]).to(h.device)
-            with torch.inference_mode():
-                out[idx] = self.finish(h.model.encode_text(tokens).float().cpu().numpy())
-        return out
+        tokens = h.tokenizer(texts).to(h.device)
+        with torch.inference_mode():
+            return h.model.encode_text(tokens).float().cpu().numpy()
 
 
-def make_image(spec: EncoderSpec, config: Config, encoders: Any = None) -> OpenClipImage:
-    """Factory for ``openclip-image`` (model chosen by ``spec.options['choice']``, else the environment)."""
-    from crossmodal_demo.encoders.device import torch_device
-
-    return OpenClipImage(spec, shared_model(spec.options.get("choice") or clip_choice(), torch_device()))
+def make_image(spec: EncoderSpec, config: Config, encoders: EncoderSet | None = None) -> OpenClipImage:
+    """Factory for ``openclip-image`` (model chosen by ``spec.options['choice']``, else the settings)."""
+    return OpenClipImage(spec, shared_model(spec.options.get("choice") or clip_choice(config), config))
 
 
-def make_text(spec: EncoderSpec, config: Config, encoders: Any = None) -> OpenClipText:
+def make_text(spec: EncoderSpec, config: Config, encoders: EncoderSet | None = None) -> OpenClipText:
     """Factory for ``openclip-text`` (shares the loaded model with ``openclip-image``)."""
-    from crossmodal_demo.encoders.device import torch_device
-
-    return OpenClipText(spec, shared_model(spec.options.get("choice") or clip_choice(), torch_device()))
+    return OpenClipText(spec, shared_model(spec.options.get("choice") or clip_choice(config), config))

@@ -10,13 +10,14 @@ from typing import Any, Sequence
 import numpy as np
 
 from crossmodal_demo.config import Config
-from crossmodal_demo.encoders.base import EncoderSpec, l2_normalise
+from crossmodal_demo.encoders.base import EncoderSet, EncoderSpec
+from crossmodal_demo.vectors import l2_normalise
 
 
 @lru_cache(maxsize=4)
 def load_sentence_transformer(model: str, device: str = "cpu") -> Any:
     """Load (once per process) a SentenceTransformer from a local folder or a hub id."""
-    from sentence_transformers import SentenceTransformer
+    from sentence_transformers import SentenceTransformer  # lazy: heavy (torch)
 
     local = os.path.isdir(model)
     # A bundled folder must never reach for the hub, even for a missing optional file.
@@ -49,8 +50,12 @@ class SentenceTransformerText:
 
     @property
     def model(self) -> Any:
-        """The underlying SentenceTransformer, loaded on first access."""
-        if self._model is None:
+        """The underlying SentenceTransformer, loaded on first access (once, under the lock)."""
+        with self._lock:
+            return self._loaded()
+
+    def _loaded(self) -> Any:
+        if self._model is None:  # call with _lock held
             self._model = load_sentence_transformer(self.model_path, self.device)
         return self._model
 
@@ -60,8 +65,9 @@ class SentenceTransformerText:
         return int(self.model.max_seq_length)
 
     def count_tokens(self, text: str) -> int:
-        """Word pieces in ``text`` (without special tokens)."""
-        return len(self.model.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+        """Word pieces in ``text`` (without special tokens); under the lock (tokenizers are not thread-safe)."""
+        with self._lock:
+            return len(self._loaded().tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
     def encode(self, batch: Sequence[str]) -> np.ndarray:
         """Texts → float32 (n, dim), L2-normalised; empty strings give zero rows."""
@@ -69,13 +75,13 @@ class SentenceTransformerText:
         idx = [i for i, t in enumerate(batch) if t and t.strip()]
         if idx:
             with self._lock:
-                vecs = self.model.encode(
+                vecs = self._loaded().encode(
                     [batch[i] for i in idx], batch_size=32, convert_to_numpy=True, show_progress_bar=False
                 )
             out[idx] = l2_normalise(vecs)
         return out
 
 
-def make_minilm(spec: EncoderSpec, config: Config, encoders: Any = None) -> SentenceTransformerText:
+def make_minilm(spec: EncoderSpec, config: Config, encoders: EncoderSet | None = None) -> SentenceTransformerText:
     """Factory for the offline preset's text encoder (bundled all-MiniLM-L6-v2, CPU)."""
     return SentenceTransformerText(spec, spec.options.get("path") or bundled_minilm_path())

@@ -6,7 +6,6 @@ so the encoders are kept busy. One bad file is reported and skipped; the rest is
 
 from __future__ import annotations
 
-import hashlib
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -16,13 +15,14 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from crossmodal_demo.config import Config
-from crossmodal_demo.ingest.discover import Candidate, Problem, discover
-from crossmodal_demo.encoders.base import EncoderSet
+from crossmodal_demo.encoders.base import Encoder, EncoderSet
 from crossmodal_demo.errors import MediaError
-from crossmodal_demo.ingest.media import check_size, load_audio, load_image, load_text
 from crossmodal_demo.index.store import Collection, NewItem
+from crossmodal_demo.ingest.discover import Candidate, Problem, discover
+from crossmodal_demo.ingest.hashing import file_sha256
+from crossmodal_demo.ingest.media import check_size, load_audio, load_image, load_text
 
-ProgressFn = Callable[[int, int, str], None]  # (files done, files total, current file name)
+ProgressFn = Callable[[int, int, str], None]  # (done, total, what is being done now); the one progress type
 MODALITY_ORDER = ("text", "image", "audio")  # text first: its model is shared by the other two
 
 
@@ -63,15 +63,6 @@ class _Prepared:
     sha256: str
     size: int
     data: Any
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes (streamed in 1 MiB blocks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def decode(cand: Candidate, config: Config, audio_sr: int = 16000) -> Any:
@@ -203,7 +194,7 @@ def _encode_batch(ready: list[_Prepared], encoders: EncoderSet, report: IndexRep
     return out
 
 
-def _encode_robust(enc: Any, batch: list[Any], failed: set[int], ready: list[_Prepared], report: IndexReport) -> dict[int, np.ndarray]:
+def _encode_robust(enc: Encoder, batch: list[Any], failed: set[int], ready: list[_Prepared], report: IndexReport) -> dict[int, np.ndarray]:
     """Encode ``batch``; if the batch call fails, isolate the failing items one by one."""
     todo = [j for j in range(len(batch)) if j not in failed]
     try:

@@ -16,133 +16,32 @@ disagree with SQLite is rebuilt from SQLite when the collection opens.
 from __future__ import annotations
 
 import json
-import os
-import re
 import sqlite3
-import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
-from crossmodal_demo.index import faiss_index as ann
 from crossmodal_demo.errors import UserError
-
-SCHEMA_VERSION = 1
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-IndexKey = tuple[str, str, str]  # (space, channel, modality)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS items (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    path TEXT NOT NULL,
-    root TEXT NOT NULL,
-    modality TEXT NOT NULL CHECK (modality IN ('image', 'audio', 'text')),
-    sha256 TEXT NOT NULL UNIQUE,
-    caption TEXT,
-    transcript TEXT,
-    size INTEGER NOT NULL,
-    added_at REAL NOT NULL,
-    note TEXT
-);
-CREATE INDEX IF NOT EXISTS items_path ON items(path);
-CREATE TABLE IF NOT EXISTS vectors (
-    item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
-    space TEXT NOT NULL,
-    channel TEXT NOT NULL,
-    vec BLOB NOT NULL,
-    PRIMARY KEY (item_id, space, channel)
-);
-"""
-
-
-@dataclass
-class Item:
-    """One indexed file. ``path`` is absolute; ``added_at`` is Unix time in seconds."""
-
-    id: int
-    path: str
-    root: str
-    modality: str
-    sha256: str
-    caption: str | None
-    transcript: str | None
-    size: int
-    added_at: float
-    note: str | None
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON-ready dict (the ``list --json`` item fields)."""
-        d = dict(self.__dict__)
-        d["added_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.added_at))
-        d["relpath"] = os.path.relpath(self.path, self.root) if self.path.startswith(self.root) else self.path
-        return d
-
-
-@dataclass
-class NewItem:
-    """An item ready to commit: metadata plus its vectors, ``{(space, channel): float32 (dim,)}``."""
-
-    path: str
-    root: str
-    modality: str
-    sha256: str
-    size: int
-    caption: str | None = None
-    transcript: str | None = None
-    note: str | None = None
-    vectors: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
-
-
-def collection_names(indexes_dir: Path) -> list[str]:
-    """Names of the collections under ``indexes_dir`` (folders holding a manifest)."""
-    d = Path(indexes_dir)
-    if not d.is_dir():
-        return []
-    return sorted(p.name for p in d.iterdir() if (p / "manifest.json").is_file())
-
-
-def check_name(name: str) -> str:
-    """Validate a collection name (it becomes a folder name)."""
-    if not NAME_RE.match(name or ""):
-        raise UserError(
-            f"Invalid collection name {name!r}: use 1-64 letters, digits, '_', '-' or '.', starting with a letter or digit."
-        )
-    return name
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a fsynced temp file and ``os.replace`` (readers never see a partial file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(d: Path) -> None:
-    fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
+from crossmodal_demo.index import faiss_index as ann
+from crossmodal_demo.index.schema import (
+    SCHEMA,
+    SCHEMA_VERSION,
+    IndexKey,
+    Item,
+    NewItem,
+    atomic_write_bytes,
+    check_name,
+    collection_names,
+)
 
 class Collection:
     """A persistent, thread-safe collection. Use :meth:`open` or :meth:`create`, not the constructor."""
 
     def __init__(self, root: Path, manifest: dict[str, Any], policy: ann.IndexPolicy | None = None) -> None:
-        import faiss
+        import faiss  # lazy: heavy native library, loaded when a collection opens
 
         self._faiss = faiss
         self.policy = policy or ann.IndexPolicy()
@@ -156,13 +55,11 @@ class Collection:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA busy_timeout=30000")
-        self._db.executescript(_SCHEMA)
+        self._db.executescript(SCHEMA)
         self._indexes: dict[IndexKey, Any] = {}
         self._dirty: set[IndexKey] = set()
         # GPU search copies (faiss-gpu with a GPU only); the CPU index stays the one written to disk.
-        from crossmodal_demo.encoders.device import faiss_has_gpu
-
-        self._use_gpu = faiss_has_gpu(faiss)
+        self._use_gpu = self.policy.gpu and ann.faiss_has_gpu(faiss)
         self._gpu_copies: dict[IndexKey, Any] = {}
         self.rebuilt: list[IndexKey] = []  # which indexes had to be rebuilt at open (for tests / status)
         self._load_indexes()
@@ -236,7 +133,6 @@ class Collection:
     def _index_path(self, key: IndexKey) -> Path:
         return self.root / "faiss" / (".".join(key) + ".faiss")
 
-
     def _stored_keys(self) -> list[IndexKey]:
         rows = self._db.execute(
             "SELECT DISTINCT v.space, v.channel, i.modality FROM vectors v JOIN items i ON i.id = v.item_id"
@@ -298,9 +194,7 @@ class Collection:
         if not self._use_gpu or ix is None:
             return ix
         if key not in self._gpu_copies:
-            from crossmodal_demo.encoders.device import index_to_gpu
-
-            self._gpu_copies[key] = index_to_gpu(self._faiss, ix)
+            self._gpu_copies[key] = ann.index_to_gpu(self._faiss, ix)
         return self._gpu_copies[key]
 
     def flush(self) -> None:
@@ -478,3 +372,6 @@ class Collection:
             kk = min(k, ix.ntotal)
             scores, ids = ix.search(np.ascontiguousarray(queries, dtype=np.float32), kk)
             return scores, ids
+
+
+__all__ = ["Collection", "IndexKey", "Item", "NewItem", "SCHEMA_VERSION", "atomic_write_bytes", "check_name", "collection_names"]

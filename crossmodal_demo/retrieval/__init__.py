@@ -1,1 +1,2 @@
-"""retrieval."""
+"""A query → ranked lists → hits: ``query`` (all query validation), ``library`` (a collection opened with its
+encoders), ``search`` (SearchService), ``sources`` (one ranked list per space × channel), ``fusion`` (ranx)."""

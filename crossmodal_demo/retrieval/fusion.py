@@ -23,6 +23,7 @@ to the ranx score.
 from __future__ import annotations
 
 import math
+import re
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
@@ -114,6 +115,33 @@ def break_ties(scores: Mapping[str, float]) -> RankedList:
     return out
 
 
+def parse_weights(weights: str | Mapping[str, float] | None) -> dict[str, float]:
+    """``"text/caption=2, text/content=0.5"`` (separated by ``,`` ``;`` or newlines), or a mapping →
+    {source: weight}; a malformed part or a non-finite number is a UserError. None/'' → {}."""
+    if not weights:
+        return {}
+    if isinstance(weights, Mapping):
+        items = list(weights.items())
+    else:
+        items = []
+        for part in (p.strip() for p in re.split(r"[,;\n]", str(weights))):
+            if not part:
+                continue
+            name, eq, value = part.rpartition("=")
+            if not eq or not name.strip():
+                raise UserError(f"Weight {part!r} is not SOURCE=NUMBER, e.g. text/caption=2, text/content=0.5.")
+            items.append((name.strip(), value))
+    out: dict[str, float] = {}
+    for name, value in items:
+        try:
+            out[str(name)] = float(value)
+        except (TypeError, ValueError):
+            raise UserError(f"The weight of {name!r} must be a number (got {value!r}).") from None
+        if not math.isfinite(out[str(name)]):
+            raise UserError(f"The weight of {name!r} must be a finite number (got {value!r}).")
+    return out
+
+
 def _weights_for(sources: Sequence[str], weights: Mapping[str, float] | None) -> list[float]:
     weights = dict(weights or {})
     unknown = sorted(set(weights) - set(sources))
@@ -133,7 +161,7 @@ def fuse_runs(runs: Runs, method: str | Method, weights: Mapping[str, float] | N
     A query missing from a source simply gets nothing from it. ``weights`` ({source: w}, default 1)
     are used by ``wsum`` only. One source alone is returned normalised (its order is unchanged).
     """
-    import ranx
+    import ranx  # lazy: ranx compiles numba kernels at import (seconds)
 
     m = method if isinstance(method, Method) else parse_method(method)
     names = list(runs)
@@ -222,14 +250,18 @@ def contributions(
     return out
 
 
-def warm_up() -> None:
-    """Compile ranx's numba kernels for every method now (about 10 s once per process, then ms per call).
+def warm_up() -> list[str]:
+    """Compile ranx's numba kernels for every method now (about 10 s once per process, then ms per call);
+    returns the methods that fused correctly (every doc of the two lists, best first).
 
     Call it from a background thread at app start so the first fusion a user asks for is quick.
     """
     a, b = {"d1": 0.9, "d2": 0.5}, {"d2": 2.0, "d3": 1.0}
+    done = []
     for name in method_names():
-        fuse({"a": a, "b": b}, name)
+        if set(fuse({"a": a, "b": b}, name)) == {"d1", "d2", "d3"}:
+            done.append(name)
+    return done
 
 
 def combine_query_vectors(terms: Sequence[tuple[np.ndarray, float]]) -> np.ndarray:
@@ -256,7 +288,7 @@ def combine_query_vectors(terms: Sequence[tuple[np.ndarray, float]]) -> np.ndarr
 
 
 def _to_ranx(run: dict[str, Mapping[str, float]], name: str):  # -> ranx.Run
-    import ranx
+    import ranx  # lazy: heavy import (numba)
 
     r = ranx.Run(name=name)
     qids = [q for q in run]

@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from crossmodal_demo.config import Config
-from crossmodal_demo.encoders import EncoderSet, get_preset
-from crossmodal_demo.encoders.base import Encoder
+from crossmodal_demo.encoders.base import Encoder, EncoderSet
+from crossmodal_demo.encoders.presets import check_preset_name, preset_for, resolve_preset
 from crossmodal_demo.errors import UserError
+from crossmodal_demo.index.faiss_index import policy_for
+from crossmodal_demo.index.store import Collection, Item, check_name
 from crossmodal_demo.retrieval.search import SearchService
-from crossmodal_demo.index.store import Collection, Item
 
-DEFAULT_PRESET = "auto"  # clip when its weights can be had, else offline (encoders/hub.py)
+DEFAULT_PRESET = "auto"  # clip when its weights can be had, else offline (encoders/presets.py)
 
 
 @dataclass
@@ -41,32 +42,35 @@ def open_library(
 ) -> Library:
     """Open (or with ``create``, create) collection ``name`` with the encoders of its preset.
 
-    An existing collection keeps the preset it was built with; asking for a different one fails
-    with a message that says how to rebuild.
+    An existing collection keeps the preset stored in its manifest and is opened with no network
+    access (a missing-weights error surfaces only when a model actually loads); asking for a
+    different preset fails with a message that says how to rebuild. Only a new collection resolves
+    ``auto`` (which may probe the hub briefly). ``overrides`` maps encoder names to ready encoders.
     """
-    chosen, reason = _choose_preset(config, name, preset)
-    if create:
-        encoders = EncoderSet(get_preset(chosen), config, overrides)
-        coll = Collection.create(config.indexes_dir, name, encoders.manifest(), config.index_policy)
-        return Library(coll, encoders, config, reason)
-    coll = Collection.open(config.indexes_dir, name, config.index_policy)
-    encoders = EncoderSet(get_preset(chosen), config, overrides)
-    coll.check_compatible(encoders.manifest())
+    check_name(name)
+    policy = policy_for(config)
+    stored = _stored_preset(config, name)
+    if preset is not None:
+        check_preset_name(preset)
+    if stored is not None or not create:
+        coll = Collection.open(config.indexes_dir, name, policy)
+        stored = coll.manifest.get("preset") or "offline"
+        concrete = stored if preset in (None, "auto") else preset
+        encoders = EncoderSet(preset_for(concrete, config), config, overrides)
+        coll.check_compatible(encoders.manifest())
+        return Library(coll, encoders, config, f"collection {name!r} was built with preset {stored!r}")
+    chosen, reason = resolve_preset(preset or config.preset or DEFAULT_PRESET, config)
+    encoders = EncoderSet(preset_for(chosen, config), config, overrides)
+    coll = Collection.create(config.indexes_dir, name, encoders.manifest(), policy)
     return Library(coll, encoders, config, reason)
 
 
-def _choose_preset(config: Config, name: str, preset: str | None) -> tuple[str, str]:
-    """(concrete preset, reason): an existing collection keeps its own preset unless another is named."""
-    from crossmodal_demo.encoders.hub import resolve_preset
-
+def _stored_preset(config: Config, name: str) -> str | None:
+    """The preset in collection ``name``'s manifest, or None for a new (or unreadable) collection."""
     try:
-        stored = json.loads((Path(config.indexes_dir) / name / "manifest.json").read_text()).get("preset")
-    except (OSError, ValueError):
-        stored = None  # new (or unreadable) collection: Collection.open/create reports the details
-    if stored and preset in (None, "auto"):
-        resolve_preset(stored, config)  # a clip collection without its weights fails here, clearly
-        return stored, f"collection {name!r} was built with preset {stored!r}"
-    return resolve_preset(preset or DEFAULT_PRESET, config)
+        return json.loads((Path(config.indexes_dir) / name / "manifest.json").read_text()).get("preset") or "offline"
+    except (OSError, ValueError, AttributeError):
+        return None  # Collection.open/create reports the details
 
 
 def resolve_refs(coll: Collection, refs: list[str]) -> tuple[list[Item], list[str]]:

@@ -11,32 +11,11 @@ import numpy as np
 from crossmodal_demo.config import Config
 from crossmodal_demo.encoders.base import EncoderSet
 from crossmodal_demo.errors import UserError
-from crossmodal_demo.ingest.media import MODALITIES, Audio, load_audio, load_image
 from crossmodal_demo.index.store import Collection
+from crossmodal_demo.ingest.media import Audio, load_audio, load_image
+from crossmodal_demo.retrieval.query import CHANNELS, TARGETS, Query, check_k, check_target, check_text, target_modalities
 
-TARGETS = ("image", "text", "audio", "any")
-CHANNELS = ("content", "caption")
-
-
-@dataclass
-class Query:
-    """Exactly one of ``text``, ``image`` (path or PIL image) or ``audio`` (path or :class:`Audio`)."""
-
-    text: str | None = None
-    image: Any = None
-    audio: Any = None
-
-    @property
-    def modality(self) -> str:
-        """'text' | 'image' | 'audio'; raises UserError unless exactly one is given."""
-        given = [m for m, v in (("text", self.text), ("image", self.image), ("audio", self.audio)) if v not in (None, "")]
-        if len(given) != 1:
-            raise UserError(
-                "Give exactly one query: --text \"...\", --image FILE or --audio FILE"
-                + (f" (got {', '.join(given)})." if given else ".")
-            )
-        return given[0]
-
+__all__ = ["CHANNELS", "TARGETS", "Hit", "Query", "SearchResult", "SearchService"]
 
 @dataclass
 class Hit:
@@ -79,7 +58,7 @@ class SearchService:
         value: Any
         info: dict[str, Any] = {"modality": modality}
         if modality == "text":
-            value = query.text.strip()  # type: ignore[union-attr]
+            value = check_text(query.text, self.config)  # type: ignore[arg-type]
             info["text"] = value
         elif modality == "image":
             value = query.image
@@ -93,7 +72,7 @@ class SearchService:
                 value = load_audio(
                     _existing(value),
                     target_sr=self.encoders.audio_sample_rate(),
-                    max_seconds=self.config.max_audio_seconds,
+                    max_seconds=self.config.max_query_audio_seconds,
                 )
             elif not isinstance(value, Audio):
                 raise UserError("An audio query must be a file path or decoded audio.")
@@ -114,17 +93,16 @@ class SearchService:
 
     def search(self, query: Query, target: str = "any", k: int = 10) -> SearchResult:
         """Top-``k`` items of modality ``target`` ('image'|'text'|'audio'|'any'), best first."""
-        if target not in TARGETS:
-            raise UserError(f"Unknown target {target!r}. Choose one of: {', '.join(TARGETS)}.")
-        if k < 1:
-            raise UserError(f"k must be at least 1 (got {k}).")
+        check_target(target)
+        check_k(k)
+        query.check(self.config)  # before any file is decoded or model loaded
         vectors, info = self.encode_query(query)
         info.update(target=target, k=k, collection=self.collection.name, preset=self.encoders.preset.name)
         return SearchResult(query=info, hits=self.search_vectors(vectors, target, k))
 
     def search_vectors(self, vectors: dict[str, np.ndarray], target: str, k: int) -> list[Hit]:
         """Rank items of ``target`` for pre-encoded query vectors ({space: (dim,)}); per item the best score wins."""
-        modalities = MODALITIES if target == "any" else (target,)
+        modalities = target_modalities(target)
         best: dict[int, tuple[float, str, str]] = {}
         for space, vec in vectors.items():
             for channel in CHANNELS:

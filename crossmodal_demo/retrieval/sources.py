@@ -18,8 +18,8 @@ import numpy as np
 
 from crossmodal_demo.errors import UserError
 from crossmodal_demo.retrieval.fusion import RankedList, combine_query_vectors
-from crossmodal_demo.ingest.media import MODALITIES
-from crossmodal_demo.retrieval.search import CHANNELS, TARGETS, Query
+from crossmodal_demo.retrieval.library import Library
+from crossmodal_demo.retrieval.query import CHANNELS, Query, check_k, target_modalities
 
 DEFAULT_DEPTH = 100  # items ranked per source; fusion sees only these (see README "Fusion lab")
 
@@ -53,14 +53,7 @@ class ExtraSource:
     quality: dict[str, float] | None = None
 
 
-def target_modalities(target: str) -> tuple[str, ...]:
-    """'any' → every modality; otherwise the target itself (validated)."""
-    if target not in TARGETS:
-        raise UserError(f"Unknown target {target!r}. Choose one of: {', '.join(TARGETS)}.")
-    return MODALITIES if target == "any" else (target,)
-
-
-def _describe(library: Any, space: str, channel: str, modalities: Sequence[str]) -> str:
+def _describe(library: Library, space: str, channel: str, modalities: Sequence[str]) -> str:
     if channel == "caption":
         return f"captions of {'/'.join(modalities)} items, embedded as text in the {space} space"
     parts = []
@@ -73,7 +66,7 @@ def _describe(library: Any, space: str, channel: str, modalities: Sequence[str])
     return f"{', '.join(parts) or 'content'} in the {space} space"
 
 
-def list_sources(library: Any, query_spaces: Sequence[str], target: str) -> list[Source]:
+def list_sources(library: Library, query_spaces: Sequence[str], target: str) -> list[Source]:
     """Sources a query encoded into ``query_spaces`` has for ``target`` items, in space then channel order.
 
     Only (space, channel) pairs holding at least one target item are listed.
@@ -128,7 +121,7 @@ def as_terms(query: QueryLike) -> list[tuple[Query, float]]:
     return terms
 
 
-def encode_terms(library: Any, terms: Sequence[tuple[Query, float]]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def encode_terms(library: Library, terms: Sequence[tuple[Query, float]]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Encode weighted query terms → ({space: float32 (dim,)}, description).
 
     One term: its vectors as they are. Several: their normalised vectors are summed with the weights
@@ -162,7 +155,7 @@ def _label(info: dict[str, Any]) -> str:
 
 
 def rank_source(
-    library: Any, source: Source, vector: np.ndarray, target: str, depth: int, exclude: set[int] | None = None
+    library: Library, source: Source, vector: np.ndarray, target: str, depth: int, exclude: set[int] | None = None
 ) -> RankedList:
     """Top-``depth`` target items of one source for a query vector: ``{item id str: cosine}``, best first.
 
@@ -182,7 +175,7 @@ def rank_source(
 
 
 def rank_sources(
-    library: Any,
+    library: Library,
     vectors: dict[str, np.ndarray],
     sources: Sequence[Source],
     target: str,
@@ -190,6 +183,5 @@ def rank_sources(
     exclude: set[int] | None = None,
 ) -> dict[str, RankedList]:
     """One ranked list per source: ``{source name: {item id str: cosine}}`` for the query ``vectors``."""
-    if depth < 1:
-        raise UserError(f"depth must be at least 1 (got {depth}).")
+    check_k(depth, name="depth")
     return {s.name: rank_source(library, s, vectors[s.space], target, depth, exclude) for s in sources if s.space in vectors}

@@ -144,7 +144,7 @@ def build_lab_tab(service: AppService, visitor: gr.State) -> None:
             with gr.Column(scale=3):
                 lab_text = gr.Textbox(label="Type a query", placeholder="e.g. a cup of coffee", max_length=service.config.max_query_chars, elem_id="lab-text")
                 with gr.Row():
-                    lab_image = gr.Image(label="…or an image", sources=["upload", "webcam", "clipboard"], type="filepath", height=170)
+                    lab_image = gr.Image(label="…or an image", sources=["upload", "webcam", "clipboard"], type="filepath", image_mode=None, height=170)
                     lab_audio = gr.Audio(label="…or an audio clip", sources=["upload", "microphone"], type="filepath")
                 with gr.Row():
                     extra_text = gr.Textbox(label="Add a text term (query arithmetic)", placeholder="e.g. at night", max_length=service.config.max_query_chars, scale=3)

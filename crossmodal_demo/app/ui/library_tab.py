@@ -53,7 +53,7 @@ def build_library_tab(service: AppService, visitor: gr.State) -> dict[str, Any]:
             gr.Markdown(
                 "**Your uploads are private**: only this browser tab sees them, and they are deleted when you leave "
                 f"or after {service.config.workspace_ttl / 60:.0f} minutes without use. At most "
-                f"{service.config.workspace_max_files} files / {service.config.workspace_max_bytes / 1e6:.0f} MB. "
+                f"{service.config.workspace_max_files} files / {service.config.workspace_max_bytes / 2**20:.0f} MB. "
                 "The demo collection is shared and read-only.", elem_id="privacy-note")
             coll_dd = None
         else:
@@ -61,7 +61,7 @@ def build_library_tab(service: AppService, visitor: gr.State) -> dict[str, Any]:
                 coll_dd = gr.Dropdown(service.shared_names(), value=service.default_collection, label="Collection (switches at once)", scale=2, elem_id="collection-dropdown", allow_custom_value=True)  # choices grow after build; the service checks the name
                 new_name = gr.Textbox(label="New collection", placeholder="letters, digits, _ - .", scale=2)
                 create_btn = gr.Button("Create", scale=1)
-        upload = gr.File(file_count="multiple", file_types=UPLOAD_EXTS, label="Add files: images, audio, .txt/.md notes, captions.csv — or a .zip of them")
+        upload = gr.File(file_count="multiple", file_types=UPLOAD_EXTS, label="Add files: images, audio, .txt/.md notes, captions.csv — or a .zip of them", elem_id="upload-files")
         with gr.Row():
             index_btn = gr.Button("Index the uploaded files", variant="primary", elem_id="index-button", scale=1)
             index_summary = gr.Markdown(elem_id="index-summary")

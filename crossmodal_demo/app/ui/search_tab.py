@@ -44,7 +44,7 @@ def build_search_tab(service: AppService, visitor: gr.State) -> None:
                                   max_length=cfg.max_query_chars, elem_id="query-text",
                                   info=f"Up to {cfg.max_query_chars:,} characters.")
                 with gr.Row():
-                    image = gr.Image(label="…or use an image", sources=["upload", "webcam", "clipboard"], type="filepath", height=200)
+                    image = gr.Image(label="…or use an image", sources=["upload", "webcam", "clipboard"], type="filepath", image_mode=None, height=200)  # image_mode=None: Gradio passes the file as uploaded, undecoded, to our guards
                     audio = gr.Audio(label=f"…or an audio clip (up to {cfg.max_query_audio_seconds:.0f} s)", sources=["upload", "microphone"], type="filepath")
             with gr.Column(scale=1):
                 search_btn = gr.Button("Search", variant="primary", elem_id="search-button")

@@ -23,9 +23,9 @@ def status_markdown(st: dict[str, Any]) -> str:
     ]
     ws = st.get("workspace")
     if ws:
-        lines += ["", (f"**Your workspace:** {ws['files']} of {ws['max_files']} files, {ws['bytes'] / 1e6:.1f} of {ws['max_bytes'] / 1e6:.0f} MB; "
+        lines += ["", (f"**Your workspace:** {ws['files']} of {ws['max_files']} files, {ws['bytes'] / 2**20:.1f} of {ws['max_bytes'] / 2**20:.0f} MB; "
                        f"deleted when you leave or after {ws['ttl_seconds'] / 60:.0f} min idle." if ws["exists"]
-                       else f"**Your workspace:** none yet — it is made when you upload (up to {ws['max_files']} files, {ws['max_bytes'] / 1e6:.0f} MB).")]
+                       else f"**Your workspace:** none yet — it is made when you upload (up to {ws['max_files']} files, {ws['max_bytes'] / 2**20:.0f} MB).")]
     lines += ["", "| encoder | takes | space | dim | model | loaded |", "|---|---|---|---|---|---|"]
     for e in st["encoders"]:
         lines.append(f"| {e['name']} | {e['modality']} | {e['space']} | {e['dim']} | `{e['model_id']}` | {'yes' if e['loaded'] else 'not yet'} |")
