@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from crossmodal_demo.config import Config
-from crossmodal_demo.encoders.base import Encoder
+from crossmodal_demo.encoders.base import Encoder, EncoderSet
 from crossmodal_demo.errors import UserError
 from crossmodal_demo.retrieval.library import Library, open_library
 
@@ -65,11 +65,11 @@ class OpenCollections:
         lib = open_library(cfg, ref.name, preset=self.preset, create=create, overrides=self._overrides or None)
         name = lib.encoders.preset.name
         if not self._overrides:
-            # Share encoder objects (and so their lazily loaded models) across collections of one preset.
+            # Share encoder objects (and so their lazily loaded models) across collections of one preset;
+            # the collection opened above is kept, only its encoder set is swapped for the shared objects.
             if name not in self._shared:
                 self._shared[name] = {s.name: lib.encoders.get(s.name) for s in lib.encoders.specs}
-            else:
-                lib = open_library(cfg, ref.name, preset=self.preset, create=False, overrides=self._shared[name])
+            lib = Library(lib.collection, EncoderSet(lib.encoders.preset, cfg, self._shared[name]), cfg, lib.preset_reason)
         return lib
 
     @contextmanager
