@@ -39,6 +39,10 @@ class Config:
     max_query_chars: int = 2000
     max_manifest_bytes: int = 10 * MB  # captions.csv / captions.jsonl / qrels files
     max_qrels_queries: int = 1000
+    max_audio_sample_rate: int = 192_000  # Hz, of the file as stored
+    max_audio_channels: int = 8
+    max_text_bytes: int = 10 * MB  # one text file / note
+    max_decoded_in_flight_mb: float = 1024.0  # decoded bytes held at once across the decode pool
     # --- indexing
     batch_size: int = 16
     decode_workers: int = 2
@@ -46,6 +50,14 @@ class Config:
     index_kind: str = "auto"
     ivf_min_items: int = 100_000
     ivf_nprobe: int = 0  # 0: automatic (see faiss_index.IndexPolicy)
+    compress_min_items: int = 1_000_000  # 'auto' switches to the compressed kind at this size
+    # --- stores and engines (scale-out)
+    store: str = "sqlite"  # sqlite (SQLite + FAISS) | milvus — for new collections
+    milvus_uri: str = ""  # a local file path means Milvus Lite
+    engine: str = "local"  # local | ray
+    ray_address: str | None = None
+    # --- retrieval
+    fusion: str | None = None  # None: the default method chosen by the demo benchmark
     # --- models (presets are a pure function of these)
     preset: str | None = None  # None: auto (for new collections)
     clip_model: str = "ViT-B-32"
@@ -116,12 +128,22 @@ ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CROSSMODAL_MAX_QUERY_CHARS": ("max_query_chars", int),
     "CROSSMODAL_MAX_MANIFEST_BYTES": ("max_manifest_bytes", int),
     "CROSSMODAL_MAX_QRELS_QUERIES": ("max_qrels_queries", int),
+    "CROSSMODAL_MAX_AUDIO_SAMPLE_RATE": ("max_audio_sample_rate", int),
+    "CROSSMODAL_MAX_AUDIO_CHANNELS": ("max_audio_channels", int),
+    "CROSSMODAL_MAX_TEXT_BYTES": ("max_text_bytes", int),
+    "CROSSMODAL_MAX_DECODED_IN_FLIGHT_MB": ("max_decoded_in_flight_mb", float),
     "CROSSMODAL_BATCH_SIZE": ("batch_size", int),
     "CROSSMODAL_DECODE_WORKERS": ("decode_workers", int),
     "CROSSMODAL_CONSE_TOP_T": ("conse_top_t", int),
     "CROSSMODAL_INDEX_KIND": ("index_kind", str),
     "CROSSMODAL_IVF_MIN_ITEMS": ("ivf_min_items", int),
     "CROSSMODAL_IVF_NPROBE": ("ivf_nprobe", int),
+    "CROSSMODAL_COMPRESS_MIN_ITEMS": ("compress_min_items", int),
+    "CROSSMODAL_STORE": ("store", lambda s: s.strip().lower()),
+    "CROSSMODAL_MILVUS_URI": ("milvus_uri", str),
+    "CROSSMODAL_ENGINE": ("engine", lambda s: s.strip().lower()),
+    "CROSSMODAL_RAY_ADDRESS": ("ray_address", _opt_str),
+    "CROSSMODAL_FUSION": ("fusion", _opt_str),
     "CROSSMODAL_PRESET": ("preset", _opt_str),
     "CROSSMODAL_CLIP_MODEL": ("clip_model", str),
     "CROSSMODAL_CLIP_PRETRAINED": ("clip_pretrained", str),
@@ -150,12 +172,15 @@ ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
 POSITIVE = {
     "max_image_mpx", "max_decoded_mb", "max_audio_seconds", "max_query_audio_seconds", "max_file_bytes",
     "max_caption_chars", "max_query_chars", "max_manifest_bytes", "max_qrels_queries", "batch_size",
+    "max_audio_sample_rate", "max_audio_channels", "max_text_bytes", "max_decoded_in_flight_mb", "compress_min_items",
     "decode_workers", "conse_top_t", "ivf_min_items", "workspace_ttl", "workspace_max_files",
     "workspace_max_bytes", "max_workspaces", "max_open_collections", "max_upload_files", "max_upload_bytes",
     "queue_max_size", "gradio_cache_seconds", "hub_probe_seconds",
 }
 NON_NEGATIVE = {"ivf_nprobe", "hub_probe_ttl"}
-INDEX_KINDS = ("auto", "flat", "ivf")
+INDEX_KINDS = ("auto", "flat", "ivf", "ivfsq8")  # ivfsq8: compressed IVF, re-ranked exactly
+STORES = ("sqlite", "milvus")
+ENGINES = ("local", "ray")
 DEVICES = ("auto", "cpu", "cuda")
 _TRUE = ("1", "ON", "YES", "TRUE")
 
@@ -210,6 +235,10 @@ def check_config(cfg: Config) -> None:
             raise UserError(f"{f.name.replace('_', ' ')} must be {rule} (got {v!r}; set by {env_name(f.name)}).")
     if cfg.index_kind not in INDEX_KINDS:
         raise UserError(f"Index kind {cfg.index_kind!r} is not one of: {', '.join(INDEX_KINDS)} (CROSSMODAL_INDEX_KIND).")
+    if cfg.store not in STORES:
+        raise UserError(f"Store {cfg.store!r} is not one of: {', '.join(STORES)} (CROSSMODAL_STORE / --store).")
+    if cfg.engine not in ENGINES:
+        raise UserError(f"Engine {cfg.engine!r} is not one of: {', '.join(ENGINES)} (CROSSMODAL_ENGINE / --engine).")
     if cfg.device not in DEVICES:
         raise UserError(f"Device {cfg.device!r} is not one of: {', '.join(DEVICES)} (CROSSMODAL_DEVICE).")
     if cfg.port is not None and not 0 < cfg.port < 65536:

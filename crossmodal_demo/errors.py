@@ -9,3 +9,11 @@ class UserError(Exception):
 
 class MediaError(UserError):
     """One input file cannot be used; indexing reports it and goes on with the rest."""
+
+
+class FatalError(Exception):
+    """The run cannot go on (weights missing, a model fails to load, disk full, read-only store).
+
+    Raised once; the CLI prints the message as one line and exits non-zero. The message says what
+    happened, how many items were committed and that re-running resumes.
+    """
