@@ -14,7 +14,11 @@ import numpy as np
 
 from crossmodal_demo.errors import UserError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Upgrades from an older schema, in order: (version reached, SQL). A collection is migrated on open.
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (2, "ALTER TABLE items ADD COLUMN mtime REAL; ALTER TABLE items ADD COLUMN labels TEXT;"),
+)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 IndexKey = tuple[str, str, str]  # (space, channel, modality)
 
@@ -29,7 +33,9 @@ CREATE TABLE IF NOT EXISTS items (
     transcript TEXT,
     size INTEGER NOT NULL,
     added_at REAL NOT NULL,
-    note TEXT
+    note TEXT,
+    mtime REAL,
+    labels TEXT
 );
 CREATE INDEX IF NOT EXISTS items_path ON items(path);
 CREATE TABLE IF NOT EXISTS vectors (
@@ -44,7 +50,8 @@ CREATE TABLE IF NOT EXISTS vectors (
 
 @dataclass
 class Item:
-    """One indexed file. ``path`` is absolute; ``added_at`` is Unix time in seconds."""
+    """One indexed file. ``path`` is absolute; ``added_at`` and ``mtime`` (the file's, when indexed) are
+    Unix time in seconds; ``labels`` are zero-shot tags ``[[name, probability], ...]`` best first (images)."""
 
     id: int
     path: str
@@ -56,6 +63,8 @@ class Item:
     size: int
     added_at: float
     note: str | None
+    mtime: float | None = None
+    labels: list[list[Any]] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict (the ``list --json`` item fields)."""
@@ -78,6 +87,8 @@ class NewItem:
     transcript: str | None = None
     note: str | None = None
     vectors: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    mtime: float | None = None  # the file's modification time (s); lets re-indexing skip unchanged files unread
+    labels: list[tuple[str, float]] | None = None  # zero-shot tags, best first
 
 
 def collection_names(indexes_dir: Path) -> list[str]:

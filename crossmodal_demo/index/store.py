@@ -27,6 +27,7 @@ import numpy as np
 from crossmodal_demo.errors import UserError
 from crossmodal_demo.index import faiss_index as ann
 from crossmodal_demo.index.schema import (
+    MIGRATIONS,
     SCHEMA,
     SCHEMA_VERSION,
     IndexKey,
@@ -56,6 +57,7 @@ class Collection:
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA busy_timeout=30000")
         self._db.executescript(SCHEMA)
+        self._migrate()
         self._indexes: dict[IndexKey, Any] = {}
         self._dirty: set[IndexKey] = set()
         # GPU search copies (faiss-gpu with a GPU only); the CPU index stays the one written to disk.
@@ -97,12 +99,23 @@ class Collection:
         except (OSError, json.JSONDecodeError) as exc:
             raise UserError(f"Collection {name!r}: manifest.json is unreadable ({exc}).") from None
         version = manifest.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION:
             raise UserError(
                 f"Collection {name!r} has schema version {version}; this version of crossmodal_demo reads "
                 f"{SCHEMA_VERSION}. Rebuild it: delete {root} and index the files again."
             )
         return cls(root, manifest, policy)
+
+    def _migrate(self) -> None:
+        """Upgrade an older collection in place (schema ``MIGRATIONS``), then record the new version."""
+        version = int(self.manifest.get("schema_version", SCHEMA_VERSION))
+        steps = [sql for v, sql in MIGRATIONS if v > version]
+        if not steps:
+            return
+        for sql in steps:
+            self._db.executescript(sql)
+        self.manifest = {**self.manifest, "schema_version": SCHEMA_VERSION}
+        atomic_write_bytes(self.root / "manifest.json", json.dumps(self.manifest, indent=2).encode())
 
     def check_compatible(self, manifest: dict[str, Any]) -> None:
         """Refuse to mix encoders: the requested preset must write the same models and dims as the stored one."""
@@ -228,9 +241,10 @@ class Collection:
             try:
                 for it in items:
                     cur = self._db.execute(
-                        "INSERT OR IGNORE INTO items (path, root, modality, sha256, caption, transcript, size, added_at, note)"
-                        " VALUES (?,?,?,?,?,?,?,?,?)",
-                        (it.path, it.root, it.modality, it.sha256, it.caption, it.transcript, it.size, now, it.note),
+                        "INSERT OR IGNORE INTO items (path, root, modality, sha256, caption, transcript, size, added_at,"
+                        " note, mtime, labels) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                        (it.path, it.root, it.modality, it.sha256, it.caption, it.transcript, it.size, now, it.note,
+                         it.mtime, json.dumps([[n, round(float(p), 4)] for n, p in it.labels]) if it.labels else None),
                     )
                     if cur.rowcount == 0:
                         ids.append(-1)
@@ -286,7 +300,9 @@ class Collection:
 
     # ------------------------------------------------------------------ reads
     def _row_to_item(self, r: sqlite3.Row) -> Item:
-        return Item(**{k: r[k] for k in r.keys()})
+        d = {k: r[k] for k in r.keys()}
+        d["labels"] = json.loads(d["labels"]) if d.get("labels") else None
+        return Item(**d)
 
     def _query(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
         """Run a read under the lock: the connection is shared, and a read must never see another
