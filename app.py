@@ -41,12 +41,20 @@ def main(argv: list[str] | None = None) -> int:
         from crossmodal_demo.app.ui.build import build_ui, launch_options
 
         service = AppService(config)
-        service.start(background=True)  # builds or heals the demo collection while the app serves
+        service.announce = lambda msg: print(msg, flush=True)
+        # Nothing heavy before the page is served: the demo build and the model warm-up start after launch.
+        service.start(background=True, warm=True, defer=True)
         demo = build_ui(service)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    demo.launch(**launch_options(service))
+    demo.launch(prevent_thread_lock=True, **launch_options(service))
+    print(f"Serving at {demo.share_url or demo.local_url} — loading models in the background.", flush=True)
+    service.run_deferred()
+    try:
+        demo.block_thread()
+    except KeyboardInterrupt:
+        pass
     return 0
 
 

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -85,7 +86,11 @@ class App:
 def serve(factory: pytest.TempPathFactory, name: str, **settings: Any) -> App:
     """Start a fake-encoder app (demo copied from the template, so no build) on a free loopback port."""
     root = factory.mktemp(name)
-    shutil.copytree(demo_template(factory) / DEMO_NAME, root / "ix" / DEMO_NAME)
+    src, dst = demo_template(factory) / DEMO_NAME, root / "ix" / DEMO_NAME
+    shutil.copytree(src, dst)
+    with sqlite3.connect(dst / "items.sqlite") as db:  # the copy's items are its own media files, as in a real demo
+        db.execute("UPDATE items SET path = replace(path, ?, ?)", (os.path.realpath(src), os.path.realpath(dst)))
+    db.close()
     cfg = load_config(environ={}, indexes_dir=root / "ix", cache_dir_override=root / "cache", **settings)
     service = AppService(cfg, encoder_overrides=fake_overrides())
     service.start(background=False)
@@ -266,6 +271,43 @@ def test_lab_and_evaluate_over_http(public_app: App, tmp_path: Path) -> None:
     assert doc["queries"] == 1 and [r["name"] for r in doc["results"]] == ["text/content", "rrf"]
     assert [p["line"] for p in doc["problems"]] == [2] and doc["collection"] == "my uploads"
     refused(client, "/evaluate", "The demo benchmark labels items of the 'demo' collection", qrels=None, methods=["rrf"])
+
+
+def test_minimal_calls_work_and_hit_urls_download_the_items_file(public_app: App, tmp_path: Path) -> None:
+    """The calls a newcomer tries first need no optional argument; every hit's ``url`` downloads its file through
+    the server (signed, by item id), a forged or stale link is a 404, and public answers hold no server path."""
+    import httpx
+
+    client = client_for(public_app)
+    doc = json.loads(client.predict(text="red", api_name="/search"))
+    assert doc["query"]["target"] == "image" and doc["hits"]
+    for h in doc["hits"]:
+        assert h["url"].startswith(f"{public_app.url}crossmodal/item/c/{DEMO_NAME}/{h['id']}/")
+    assert str(public_app.indexes) not in json.dumps(doc) and not any(h["path"].startswith("/") for h in doc["hits"])
+    first = doc["hits"][0]
+    got = httpx.get(first["url"], timeout=30)
+    with public_app.service.library(public_app.service.shared(DEMO_NAME)) as lib:
+        from crossmodal_demo.app.serving import item_file
+
+        assert got.status_code == 200 and got.content == item_file(lib.collection, first["id"], public_app.service.config).read_bytes()
+    base, sig = first["url"].rsplit("/", 1)
+    other = doc["hits"][1]["id"]
+    for forged in (f"{base}/{'0' * 32}", base.rsplit("/", 1)[0] + f"/{other}/{sig}", first["url"].replace("/c/demo/", "/c/..%2Fdemo/"),
+                   first["url"].replace("/c/", "/w/")):
+        assert httpx.get(forged, timeout=30).status_code == 404, forged
+
+    assert json.loads(client.predict(text="red", api_name="/lab"))["columns"]
+    qrels = tmp_path / "q.jsonl"
+    qrels.write_text('{"id": "r", "text": "red", "target": "image", "relevant": ["coffee.jpg"]}\n')
+    assert json.loads(client.predict(qrels=handle_file(str(qrels)), api_name="/evaluate"))["queries"] == 1
+
+    # a workspace item's link works while its workspace lives, and dies with it
+    predict(client, "/index_uploads", files=[handle_file(str(picture(tmp_path, "mine-red.png", "red")))])
+    predict(client, "/set_scope", scope="mine")
+    (mine,) = json.loads(client.predict(text="red", k=1, api_name="/search"))["hits"]
+    assert "/crossmodal/item/w/" in mine["url"] and httpx.get(mine["url"], timeout=30).status_code == 200
+    public_app.service.workspaces.remove(client.session_hash)
+    assert httpx.get(mine["url"], timeout=30).status_code == 404
 
 
 def test_user_mistakes_come_back_as_their_message(public_app: App) -> None:

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,7 +18,8 @@ import numpy as np
 import pytest
 
 from crossmodal_demo.config import Config, load_config
-from crossmodal_demo.errors import UserError
+from crossmodal_demo.errors import FatalError, UserError
+from crossmodal_demo.index import store
 from crossmodal_demo.index.pipeline import index_paths
 from crossmodal_demo.retrieval.library import Library, open_library, resolve_refs
 from crossmodal_demo.retrieval.query import Query
@@ -59,7 +62,7 @@ def test_reindexing_adds_nothing_and_copies_are_deduplicated(lib: Library, confi
     first = index_paths(lib.collection, lib.encoders, [DATA / "texts"], config)
     assert len(first.added) == 10
     again = index_paths(lib.collection, lib.encoders, [DATA / "texts"], config)
-    assert again.added == [] and len(again.duplicates) == 10
+    assert again.added == [] and len(again.unchanged) == 10 and again.duplicates == []
     copy = tmp_path / "copy.txt"
     shutil.copy(DATA / "texts" / "pet_note.txt", copy)
     assert index_paths(lib.collection, lib.encoders, [copy], config).added == []
@@ -251,3 +254,160 @@ def test_large_partitions_switch_to_ivf_and_agree_with_exact_search(tmp_path: Pa
     # an explicit policy overrides the size rule
     flat = Collection.open(tmp_path, "ann", IndexPolicy(kind="flat"))
     assert flat.index_kinds() == {"s.content.image": "flat"} and flat.rebuilt
+
+
+# ---------------------------------------------------------------------------- store robustness (issue 11)
+def synthetic(root: Path, n: int = 40, dim: int = 8, name: str = "syn") -> Collection:
+    """A collection of ``n`` items alternating text / image, one content vector each (space 's')."""
+    rng = np.random.default_rng(1)
+    coll = Collection.create(root, name, {"preset": "synthetic", "encoders": {}, "spaces": {"s": dim}})
+    vecs = rng.standard_normal((n, dim)).astype(np.float32)
+    coll.add([NewItem(f"/x/{i}", "/x", ("text", "image")[i % 2], f"{i:064x}", 1, vectors={("s", "content"): vecs[i]})
+              for i in range(n)])
+    coll.flush()
+    return coll
+
+
+def test_remove_rewrites_only_the_partitions_it_changes_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    coll = synthetic(tmp_path)
+    files = {k: coll.root / "faiss" / (".".join(k) + ".faiss") for k in coll.index_keys()}
+    before = {k: p.stat().st_ino for k, p in files.items()}
+    written: list[Path] = []
+    real = store.atomic_write_bytes
+    monkeypatch.setattr(store, "atomic_write_bytes", lambda p, d: (written.append(p), real(p, d)))
+    texts = [it.id for it in coll.items("text")][:3]
+    assert coll.remove(texts + [10**9]) == texts
+    text_key, image_key = ("s", "content", "text"), ("s", "content", "image")
+    assert written == [files[text_key]]  # one write, of the one partition that held them
+    assert files[image_key].stat().st_ino == before[image_key]
+    assert_consistent(coll)
+    coll.close()
+    assert Collection.open(tmp_path, "syn").rebuilt == []
+
+
+def test_searches_neither_wait_for_a_write_nor_see_it_half_done(tmp_path: Path) -> None:
+    """A writer stalls inside its transaction (item row inserted, vectors not yet): reads and searches of
+    other threads finish at once and see the collection as it was; after the commit they see the item."""
+    coll = synthetic(tmp_path)
+    inside, go_on = threading.Event(), threading.Event()
+
+    class StallingVectors(dict):
+        def items(self):  # called by add() after the item's row is inserted, inside the transaction
+            inside.set()
+            go_on.wait(20)
+            return super().items()
+
+    q = np.ones((1, 8), np.float32)
+    new = NewItem("/x/new", "/x", "text", "f" * 64, 1, vectors=StallingVectors({("s", "content"): q[0]}))
+    writer = threading.Thread(target=coll.add, args=([new],))
+    writer.start()
+    try:
+        assert inside.wait(20)
+        t0 = time.monotonic()
+        scores, ids = coll.search(("s", "content", "text"), q, 50)
+        found = coll.get_many(int(i) for i in ids[0])
+        counts = coll.counts()
+        assert time.monotonic() - t0 < 2.0, "a read waited for the writer"
+        assert counts["total"] == 40 and coll.find_by_path("/x/new") == [] and len(found) == 20
+    finally:
+        go_on.set()
+        writer.join(20)
+    new_id = coll.find_by_path("/x/new")[0].id
+    assert int(coll.search(("s", "content", "text"), q, 1)[1][0, 0]) == new_id
+    assert_consistent(coll)
+
+
+def _ro_bind_mount(src: Path, dst: Path) -> bool:
+    """Bind-mount ``src`` read-only at ``dst``; False where the sandbox does not allow mounting."""
+    dst.mkdir()
+    ok = subprocess.run(["mount", "--bind", "-o", "ro", str(src), str(dst)], capture_output=True).returncode == 0
+    if ok and os.access(dst, os.W_OK):  # an old kernel ignoring "ro" on the first bind
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(dst)], capture_output=True)
+    return ok and not os.access(dst, os.W_OK)
+
+
+def check_read_only(indexes: Path, read_only: bool | None) -> None:
+    coll = Collection.open(indexes, "syn", read_only=read_only)
+    try:
+        assert coll.read_only
+        assert coll.counts()["total"] == 40
+        q = coll.vectors_of(5)[("s", "content")][None, :]
+        assert int(coll.search(("s", "content", "text"), q, 1)[1][0, 0]) == 5  # odd ids are texts
+        for write in (lambda: coll.remove([5]), lambda: coll.add([NewItem("/x/n", "/x", "text", "e" * 64, 1)])):
+            with pytest.raises(FatalError, match="read-only.*listing and searching work"):
+                write()
+        assert coll.get(5) is not None
+    finally:
+        coll.close()
+
+
+def test_read_only_mount_opens_read_only(tmp_path: Path) -> None:
+    """A collection on a read-only filesystem lists and searches; writes stop with one line; nothing changes."""
+    synthetic(tmp_path / "src").close()
+    (tmp_path / "src" / "syn" / "faiss" / "s.content.text.faiss").unlink()  # must be rebuilt in memory only
+    ro = tmp_path / "ro"
+    if not _ro_bind_mount(tmp_path / "src", ro):
+        pytest.skip("no read-only bind mount here (the read_only=True path is tested below)")
+    try:
+        check_read_only(ro, None)
+        assert not (tmp_path / "src" / "syn" / "faiss" / "s.content.text.faiss").exists()
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], check=True)  # lazy: never leave a mount behind
+
+
+def test_explicit_read_only_opens_without_writing(tmp_path: Path) -> None:
+    synthetic(tmp_path).close()
+    (tmp_path / "syn" / "faiss" / "s.content.text.faiss").unlink()
+
+    def files() -> list:  # SQLite's -wal/-shm side files may appear for a mode=ro reader; the data may not change
+        return sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "syn").rglob("*") if p.suffix[-4:] not in ("-wal", "-shm"))
+
+    before = files()
+    check_read_only(tmp_path, True)
+    assert files() == before
+
+
+def test_database_damaged_in_the_middle_is_refused_with_advice(tmp_path: Path) -> None:
+    synthetic(tmp_path, n=400, dim=64).close()
+    db = tmp_path / "syn" / "items.sqlite"
+    page = 4096
+    pages = db.stat().st_size // page
+    assert pages > 20
+    with open(db, "r+b") as fh:  # three whole pages of garbage halfway through: torn sectors, a bad disk
+        fh.seek(page * (pages // 2))
+        fh.write(np.random.default_rng(0).integers(0, 256, 3 * page, dtype=np.uint8).tobytes())
+    with pytest.raises(UserError, match=r"is damaged.*integrity check.*Move it aside.*index the files again") as err:
+        Collection.open(tmp_path, "syn")
+    assert "\n" not in str(err.value)
+
+
+def test_full_disk_while_adding_is_one_fatal_line_and_keeps_what_was_committed(tmp_path: Path) -> None:
+    coll = synthetic(tmp_path)
+    pages = coll._db.execute("PRAGMA page_count").fetchone()[0]
+    coll._db.execute(f"PRAGMA max_page_count={pages}")  # SQLite's own SQLITE_FULL, as on a full disk
+    big = [NewItem(f"/x/b{i}", "/x", "text", f"b{i:063x}", 1, vectors={("s", "content"): np.ones(8, np.float32)},
+                   note="x" * 4000) for i in range(20)]
+    with pytest.raises(FatalError, match=r"^Cannot write collection 'syn'.*disk is full.*re-run") as err:
+        coll.add(big)
+    assert "\n" not in str(err.value)
+    assert coll.counts()["total"] == 40 and coll.find_by_path("/x/b0") == []
+    assert_consistent(coll)
+
+
+def test_full_disk_while_writing_an_index_is_one_fatal_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    coll = synthetic(tmp_path)
+
+    def full(path: Path, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(store, "atomic_write_bytes", full)
+    with pytest.raises(FatalError, match="disk is full"):
+        coll.remove([1])
+    monkeypatch.undo()
+    # as if the process stopped here: SQLite committed the removal, the stale index file is rebuilt from it
+    again = Collection.open(tmp_path, "syn")
+    assert again.get(1) is None and ("s", "content", "text") in again.rebuilt
+    assert_consistent(again)
+    again.close()
+    coll.close()  # the still-dirty partition is written now that there is room
+    assert Collection.open(tmp_path, "syn").rebuilt == []

@@ -1,4 +1,5 @@
-"""Concurrency soak: searches run while other threads add and remove items; afterwards nothing is lost or ghosted."""
+"""Concurrency: shared models are used under one lock per model; store searches run while other threads add
+and remove items, without waiting for them, and afterwards nothing is lost or ghosted."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from crossmodal_demo.config import load_config
+from crossmodal_demo.encoders.offline import MINILM
+from crossmodal_demo.encoders.sbert import make_minilm
 from crossmodal_demo.index.store import Collection, NewItem
 
 DIM = 16
@@ -85,3 +89,70 @@ def test_concurrency_soak_short(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_concurrency_soak_long(tmp_path: Path) -> None:
     soak(tmp_path, seconds=60, searchers=8, writers=3)
+
+
+def hammer(workers: list, seconds: float) -> tuple[int, list[BaseException]]:
+    """Run each ``worker()`` in a loop on its own thread for ``seconds``; returns (calls made, errors raised)."""
+    stop = time.monotonic() + seconds
+    errors: list[BaseException] = []
+    calls = [0]
+
+    def loop(fn) -> None:
+        while time.monotonic() < stop:
+            try:
+                fn()
+                calls[0] += 1
+            except BaseException as exc:  # noqa: BLE001 - collected and asserted by the test
+                errors.append(exc)
+
+    threads = [threading.Thread(target=loop, args=(w,)) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=seconds + 60)
+    return calls[0], errors
+
+
+class EntryProbe:
+    """Wraps a tokenizer method: a second thread entering while one is inside raises, as HF tokenizers may
+    ("Unable to create tensor", "Already borrowed"); a short sleep inside widens the window so a missing
+    lock shows up within seconds instead of once in thousands of calls."""
+
+    def __init__(self, fn) -> None:
+        self.fn, self.active, self.guard = fn, 0, threading.Lock()
+
+    def __call__(self, *args, **kwargs):
+        with self.guard:
+            self.active += 1
+            clash = self.active > 1
+        try:
+            if clash:
+                raise RuntimeError("tokenizer entered by two threads at once")
+            time.sleep(0.001)
+            return self.fn(*args, **kwargs)
+        finally:
+            with self.guard:
+                self.active -= 1
+
+
+def test_one_lock_per_model_covers_encode_and_the_tokenizer() -> None:
+    """Two encoder objects over the same MiniLM (e.g. two collections' encoder sets) share the model and its
+    tokenizer, which is not thread-safe: encoding on some threads while counting tokens on others must
+    never use the tokenizer from two threads at once."""
+    cfg = load_config(environ={})
+    a, b = make_minilm(MINILM, cfg), make_minilm(MINILM, cfg)
+    assert a.model is b.model  # one model per process: so the lock must be per model, not per object
+    texts = [f"a dog barking {i} " * (1 + i % 40) for i in range(8)]
+    a.encode(texts)  # warm up: the first forward pass is slow
+    tok = a.model.tokenizer
+    tok._encode_plus = EntryProbe(tok._encode_plus)  # the path of both encode() and count_tokens()
+    try:
+        calls, errors = hammer(
+            [lambda: a.encode(texts), lambda: b.encode(texts[::-1]), lambda: a.count_tokens(texts[5]),
+             lambda: b.count_tokens(texts[7]), lambda: b.count_tokens(texts[3])],
+            seconds=3,
+        )
+    finally:
+        del tok._encode_plus
+    assert not errors, f"{len(errors)} of {calls + len(errors)} calls failed, e.g. {errors[0]!r}"
+    assert calls > 10

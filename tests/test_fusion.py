@@ -14,11 +14,13 @@ from crossmodal_demo.retrieval.fusion import (
     combine_query_vectors,
     contributions,
     fuse,
+    fuse_fast,
     fuse_runs,
     method_names,
     normalise,
     parse_method,
     parse_weights,
+    search_fusion,
     warm_up,
 )
 
@@ -134,3 +136,26 @@ def test_weights_are_parsed_once_for_every_caller() -> None:
     for bad, msg in (("text/caption", "is not SOURCE=NUMBER"), ("a=x", "must be a number"), ("a=inf", "finite")):
         with pytest.raises(UserError, match=msg):
             parse_weights(bad)
+
+
+@pytest.mark.parametrize("method", [*method_names()])
+def test_fast_fusion_equals_ranx(method: str) -> None:
+    """The main search fuses without ranx (no JIT on the first search); it must give ranx's scores and order."""
+    rng = np.random.default_rng(5)
+    lists = {
+        "A": {f"d{i}": float(s) for i, s in enumerate(rng.normal(size=30))},
+        "B": {f"d{i}": float(s) for i, s in enumerate(rng.normal(size=40) * 3 + 1) if i % 3},
+        "C": {"d1": 0.5, "d7": 0.5, "d40": 0.2},  # a tie, and a doc only C holds
+    }
+    weights = {"A": 0.5, "B": 2.0, "C": 1.0}
+    want = fuse(lists, method, weights)
+    got = fuse_fast(lists, method, weights)
+    assert list(got) == list(want)
+    assert got == pytest.approx(want, abs=1e-9)
+
+
+def test_search_fusion_names() -> None:
+    assert search_fusion(None) == "mean-zscore" and search_fusion(" ") == "mean-zscore"
+    assert search_fusion("MAX") == "max" and search_fusion("max-minmax") == "max-minmax" and search_fusion("rrf") == "rrf"
+    with pytest.raises(UserError, match="Unknown fusion method 'borda'.*Search also takes 'max'"):
+        search_fusion("borda")

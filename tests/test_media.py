@@ -136,7 +136,7 @@ def test_modality_by_extension() -> None:
     assert [modality_of(Path(n)) for n in ("a.JPG", "b.flac", "c.md", "d.pdf")] == ["image", "audio", "text", None]
 
 
-# ------------------------------------------------------------------ budgets (issue 11); bombs: test_budgets.py
+# -------------------------------------------- budgets (issue 11); more in test_budgets.py, bombs in test_bombs.py
 
 
 def test_decoded_bytes_limit_names_size_mode_and_setting(tmp_path: Path) -> None:

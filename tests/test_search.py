@@ -15,6 +15,7 @@ from crossmodal_demo.errors import UserError
 from crossmodal_demo.index.pipeline import index_paths
 from crossmodal_demo.retrieval.library import Library, open_library
 from crossmodal_demo.retrieval.query import Query, check_k, check_text, target_modalities
+from crossmodal_demo.retrieval.search import SearchService
 
 DATA = Path(__file__).parent / "data"
 SPEECH = json.loads((DATA / "speech" / "sentences.json").read_text())
@@ -40,8 +41,9 @@ def test_text_to_image_ranks_the_matching_photo_first(indexed: Library, query: s
     res = indexed.search.search(Query(text=query), target="image", k=7)
     assert names(res)[0] == expected
     assert all(h.modality == "image" for h in res.hits) and len(res.hits) == 7
-    assert res.hits[0].space == "text" and res.hits[0].channel == "content"
-    assert res.hits[0].score > res.hits[1].score + margin  # a clear margin, not a tie-break
+    content = [h.sources["text/content"]["score"] for h in res.hits]  # the ConSE picture itself, not only its caption
+    assert content[0] > max(content[1:]) + margin  # a clear margin, not a tie-break
+    assert res.hits[0].match == "strong"
 
 
 @pytest.mark.parametrize("clip", sorted(SPEECH))
@@ -74,7 +76,7 @@ def test_any_returns_every_modality(indexed: Library) -> None:
 
 def test_image_to_image_and_image_to_text(indexed: Library) -> None:
     res = indexed.search.search(Query(image=DATA / "images" / "cat.jpg"), target="image", k=2)
-    assert names(res)[0] == "cat.jpg" and res.hits[0].score == pytest.approx(1.0, abs=1e-4)
+    assert names(res)[0] == "cat.jpg" and res.hits[0].sources["text/content"]["score"] == pytest.approx(1.0, abs=1e-4)
     for photo, note in (("coffee.jpg", "cafe_note.txt"), ("cat.jpg", "pet_note.txt")):
         res = indexed.search.search(Query(image=DATA / "images" / photo), target="text", k=10)
         assert names(res)[0] == note, names(res)
@@ -129,7 +131,7 @@ def test_hits_are_ranked_by_score_with_ties_by_id(fake_lib: Library) -> None:
     assert scores == sorted(scores, reverse=True) and [h.rank for h in res.hits] == list(range(1, len(res.hits) + 1))
     assert "quiet.wav" not in names(res)  # no vector in the text space: never returned
     assert res.to_json()["query"] == {"modality": "text", "text": "red", "target": "any", "k": 20,
-                                      "collection": "fake", "preset": "offline"}
+                                      "collection": "fake", "preset": "offline", "fusion": "mean-zscore"}
 
 
 def test_query_is_encoded_in_every_space_of_its_modality(fake_lib: Library) -> None:
@@ -144,3 +146,108 @@ def test_a_text_query_uses_only_the_text_encoder(config: Config, fake_overrides:
     index_paths(lib.collection, lib.encoders, sorted(fake_corpus.glob("*.txt")), config)
     lib.search.search(Query(text="cat"), target="text")
     assert lib.encoders.loaded() == ["minilm-text"]
+
+
+# ------------------------------------------------------------------ fused search (fake encoders)
+CAPTIONS = "path,caption\nred.png,a ripe tomato\ngreen.png,a red apple on grass\nblue.png,the sea under a red sky\n"
+
+
+@pytest.fixture
+def captioned(config: Config, fake_corpus: Path, fake_overrides: dict) -> Library:
+    """The fake corpus with captions on its pictures: text→image has two sources, text/content and text/caption."""
+    (fake_corpus / "captions.csv").write_text(CAPTIONS)
+    lib = open_library(config, "captioned", preset="offline", create=True, overrides=fake_overrides)
+    index_paths(lib.collection, lib.encoders, [fake_corpus], config)
+    return lib
+
+
+def _shifted(lib: Library, monkeypatch: pytest.MonkeyPatch, channel: str, scale: float, shift: float) -> None:
+    """Make one source report ``scale · cosine + shift`` (another model's score range)."""
+    real = lib.collection.search
+
+    def search(key, queries, k):
+        scores, ids = real(key, queries, k)
+        return (scores * scale + shift if key[1] == channel else scores), ids
+
+    monkeypatch.setattr(lib.collection, "search", search)
+
+
+@pytest.mark.parametrize("scale, shift", [(1.0, 5.0), (7.0, 0.0), (0.1, -3.0)])
+def test_default_fused_order_ignores_a_sources_offset_and_scale(captioned: Library, monkeypatch: pytest.MonkeyPatch,
+                                                               scale: float, shift: float) -> None:
+    before = [h.id for h in captioned.search.search(Query(text="red sky tomato"), target="any", k=10).hits]
+    assert len(before) >= 5
+    _shifted(captioned, monkeypatch, "caption", scale, shift)
+    after = captioned.search.search(Query(text="red sky tomato"), target="any", k=10)
+    assert [h.id for h in after.hits] == before
+    # the raw max would be dominated by the shifted source; fusion is not
+    raw = [h.id for h in captioned.search.search(Query(text="red sky tomato"), target="any", k=10, fusion="max").hits]
+    assert raw != before or shift <= 0
+
+
+@pytest.mark.parametrize("method", ["mean-zscore", "rrf", "combmnz", "max-minmax"])
+def test_fused_order_equals_ranx_fuse_on_the_same_runs(captioned: Library, method: str) -> None:
+    from crossmodal_demo.retrieval.fusion import fuse  # ranx
+
+    svc = captioned.search
+    vectors, _ = svc.encode_query(Query(text="a red apple"))
+    lists = svc.rank_lists(vectors, "image", 100)
+    assert set(lists) == {"text/content", "text/caption"}
+    want = fuse(lists, method)
+    hits = svc.search_vectors(vectors, "image", 3, fusion=method)
+    assert [str(h.id) for h in hits] == list(want)[:3]
+    assert [h.score for h in hits] == pytest.approx([want[str(h.id)] for h in hits], abs=1e-6)
+
+
+def test_hits_carry_their_sources_match_and_labels(captioned: Library) -> None:
+    res = captioned.search.search(Query(text="a ripe tomato"), target="image", k=3)
+    top = res.hits[0]
+    assert names(res)[0] == "red.png" and top.match == "strong"
+    assert set(top.sources) == {"text/content", "text/caption"}
+    assert top.sources["text/caption"]["rank"] == 1 and set(top.sources["text/caption"]) == {"rank", "score"}
+    assert (top.space, top.channel) == ("text", "caption")  # the source that contributed most
+    doc = json.loads(json.dumps(res.to_json()))
+    hit = doc["hits"][0]
+    assert {"sources", "match", "labels", "score", "rank", "space", "channel"} <= set(hit)
+    labels = hit["labels"]  # top-5 tags stored at index time, best first
+    assert len(labels) == 5 and all(isinstance(n, str) and 0 <= p <= 1 for n, p in labels)
+    assert [p for _, p in labels] == sorted((p for _, p in labels), reverse=True)
+    text_hit = captioned.search.search(Query(text="a cat sleeps"), target="text", k=1).hits[0]
+    assert text_hit.labels is None and text_hit.match == "strong"
+    image_query = captioned.search.search(Query(image=captioned.collection.items("image")[0].path), target="image", k=1)
+    assert len(image_query.query["labels"]) == 5
+
+
+def test_a_concept_absent_from_the_collection_is_a_weak_match(captioned: Library) -> None:
+    res = captioned.search.search(Query(text="violin concerto"), target="any", k=5)
+    assert res.hits and all(h.match == "weak" for h in res.hits)
+    assert captioned.search.search(Query(text="the dog runs"), target="text", k=1).hits[0].match == "strong"
+
+
+def test_max_keeps_the_best_raw_score(captioned: Library) -> None:
+    svc = captioned.search
+    vectors, _ = svc.encode_query(Query(text="red"))
+    lists = svc.rank_lists(vectors, "any", 100)
+    best = {}
+    for lst in lists.values():
+        for d, s in lst.items():
+            best[int(d)] = max(best.get(int(d), -9.0), s)
+    hits = svc.search_vectors(vectors, "any", 4, fusion="max")
+    assert [h.score for h in hits] == pytest.approx(sorted(best.values(), reverse=True)[:4], abs=1e-6)
+    with pytest.raises(UserError, match="Unknown fusion method 'best'"):
+        svc.search(Query(text="red"), fusion="best")
+
+
+def test_config_fusion_sets_the_default(captioned: Library) -> None:
+    cfg = dataclasses.replace(captioned.config, fusion="rrf")
+    svc = SearchService(captioned.collection, captioned.encoders, cfg)
+    assert svc.search(Query(text="red"), target="image").query["fusion"] == "rrf"
+    assert svc.search(Query(text="red"), target="image", fusion="max").query["fusion"] == "max"
+
+
+def test_search_needs_no_ranx(captioned: Library, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default fusion is computed without ranx, so the first search never waits for numba's JIT (~12 s)."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ranx", None)  # any `import ranx` now fails
+    assert captioned.search.search(Query(text="red"), target="any", k=3).hits

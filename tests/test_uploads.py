@@ -96,13 +96,18 @@ def test_member_over_the_per_file_limit_is_skipped_from_its_declared_size(tmp_pa
     with zipfile.ZipFile(z, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("big.wav", bytes(3 * MB))
         zf.writestr("captions.jsonl", b" " * (2 * MB))
+        zf.writestr("qrels.jsonl", b" " * (2 * MB))  # an extra (side) file: the caption-list limit
+        zf.writestr("long.txt", b" " * (MB + 1))
         zf.writestr("ok.txt", b"fine")
     budget = UploadBudget(100 * MB, 10)
-    res = extract_zip(z, tmp_path / "out", budget, max_file_bytes=2 * MB, max_manifest_bytes=1 * MB)
+    res = extract_zip(z, tmp_path / "out", budget, max_file_bytes=2 * MB, max_manifest_bytes=1 * MB,
+                      max_text_bytes=MB, extra_names=("*.jsonl",))
     assert _files(tmp_path / "out") == ["ok.txt"]
     reasons = {p.path: p.reason for p in res.problems}
     assert reasons["big.zip:big.wav"] == "'big.wav' is 3.0 MB unpacked; the limit is 2.0 MB per file (CROSSMODAL_MAX_FILE_BYTES); skipped"
     assert "(CROSSMODAL_MAX_MANIFEST_BYTES)" in reasons["big.zip:captions.jsonl"]
+    assert "(CROSSMODAL_MAX_MANIFEST_BYTES)" in reasons["big.zip:qrels.jsonl"]
+    assert "the limit is 1.0 MB per file (CROSSMODAL_MAX_TEXT_BYTES)" in reasons["big.zip:long.txt"]
     assert budget.bytes_left == 100 * MB - 4 and budget.files_left == 9
 
 
@@ -131,6 +136,10 @@ def test_copy_upload_checks_type_and_size_before_copying(tmp_path: Path, data_di
     big.write_bytes(bytes(2 * MB))
     with pytest.raises(MediaError, match=r"2\.0 MB; the limit is 1\.0 MB per file \(CROSSMODAL_MAX_FILE_BYTES\)"):
         copy_upload(big, dest, budget, 1 * MB)
+    note = tmp_path / "note.txt"
+    note.write_bytes(b" " * (MB // 2))
+    with pytest.raises(MediaError, match=r"the limit is 262,144 bytes per file \(CROSSMODAL_MAX_TEXT_BYTES\)"):
+        copy_upload(note, dest, budget, 5 * MB, max_text_bytes=MB // 4)
     with pytest.raises(UserError, match=r"CROSSMODAL_WORKSPACE_MAX_BYTES"):
         copy_upload(big, dest, budget, 5 * MB)
     assert _files(dest) == ["cat-1.jpg", "cat.jpg"]

@@ -3,6 +3,11 @@
 The qrels format and its checks live in :mod:`.qrels`, TREC files in :mod:`.trec`. When a query file
 is itself an item of the collection (same content), that item is left out of every ranking for that
 query, the usual protocol for query-by-example.
+
+Match strength (see :mod:`crossmodal_demo.retrieval.calibration`) is measured on the main search's
+own ranking (default fusion, top :data:`MATCH_K`): the share of *negative* queries (qrels lines with
+``"negative": true``; left out of the ranking metrics) whose top hit is weak, and the share of
+answered positive queries (a relevant item in the top ``MATCH_K``) whose best-ranked relevant hit is strong.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from crossmodal_demo.retrieval.library import Library
 from crossmodal_demo.retrieval.sources import DEFAULT_DEPTH, list_sources, rank_sources
 
 METRICS = ("recall@1", "recall@5", "recall@10", "mrr", "ndcg@10")
+MATCH_K = 10  # the main search's default page: match strength is judged on what a user sees
 RANKING_METRIC = "ndcg@10"  # picks the "best" row; ties fall to mrr then recall@1
 STAT_TESTS = ("student", "fisher")
 
@@ -41,6 +47,7 @@ class EvalRuns:
     excluded: dict[str, int]  # qid → item id left out (the query file itself)
     sources: list[dict[str, Any]]
     available: dict[str, list[str]] = field(default_factory=dict)  # qid → sources that exist for it
+    matches: list[dict[str, Any]] = field(default_factory=list)  # per query: match strength of the main search's hits
 
 
 def build_runs(
@@ -63,6 +70,7 @@ def build_runs(
     problems: list[QrelsProblem] = []
     excluded: dict[str, int] = {}
     available: dict[str, list[str]] = {}
+    matches: list[dict[str, Any]] = []
     for n, q in enumerate(queries):
         if on_progress:
             on_progress(n, len(queries), f"query {n + 1}/{len(queries)}: {q.id}")
@@ -86,6 +94,9 @@ def build_runs(
                     )
                     if not q.items:
                         continue
+        matches.append(_match_row(library, q, vectors, exclude))
+        if q.negative:
+            continue  # nothing relevant: no ranking metric, match strength only
         sources = list_sources(library, list(vectors), q.target)
         available[q.id] = [s.name for s in sources]
         for s in sources:
@@ -99,7 +110,36 @@ def build_runs(
     if on_progress:
         on_progress(len(queries), len(queries), f"fusing {len(parsed)} method(s) over {len(ok)} queries")
     fused = {m.name: fuse_runs(singles, m, _weights_present(weights, singles)) for m in parsed} if singles else {}
-    return EvalRuns(ok, singles, fused, problems, excluded, list(described.values()), available)
+    return EvalRuns(ok, singles, fused, problems, excluded, list(described.values()), available, matches)
+
+
+def _match_row(library: Library, q: QrelsQuery, vectors: dict[str, np.ndarray], exclude: set[int]) -> dict[str, Any]:
+    """The main search's top-:data:`MATCH_K` for one query → its top hit's match and its best relevant hit's."""
+    hits = library.search.search_vectors(vectors, q.target, MATCH_K, modality=q.modality, exclude=exclude)
+    rel = next((h for h in hits if h.id in q.items), None)
+    return {
+        "id": q.id,
+        "negative": q.negative,
+        "top_match": hits[0].match if hits else None,
+        "relevant_rank": rel.rank if rel else None,
+        "relevant_match": rel.match if rel else None,
+    }
+
+
+def match_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Shares from :func:`_match_row` rows: ``negatives_weak`` (top hit weak) and ``positives_strong``
+    (best relevant hit strong, over answered positives); None when there is no such query."""
+    neg = [r for r in rows if r["negative"] and r["top_match"] is not None]
+    pos = [r for r in rows if not r["negative"] and r["relevant_match"] is not None]
+    return {
+        "k": MATCH_K,
+        "negatives": len(neg),
+        "negatives_weak": round(sum(r["top_match"] == "weak" for r in neg) / len(neg), 4) if neg else None,
+        "positives_answered": len(pos),
+        "positives_unanswered": sum(1 for r in rows if not r["negative"] and r["relevant_match"] is None),
+        "positives_strong": round(sum(r["relevant_match"] == "strong" for r in pos) / len(pos), 4) if pos else None,
+        "queries": list(rows),
+    }
 
 
 def _weights_present(weights: dict[str, float] | None, singles: dict[str, Any]) -> dict[str, float] | None:
@@ -172,6 +212,7 @@ def evaluate_runs(
         "by_pair": [],
         "sources": runs.sources,
         "excluded_query_items": len(runs.excluded),
+        "match_strength": match_summary(runs.matches),
     }
     singles = [r for r in results if r["kind"] == "single"]
     if not singles:

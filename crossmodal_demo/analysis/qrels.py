@@ -6,7 +6,12 @@ Qrels are JSONL, one query a line, or CSV with the same columns::
     {"id": "q2", "image": "photos/cat.jpg", "target": "text", "relevant": {"pet_diary.txt": 2, "cafe_review.md": 1}}
 
 Exactly one of ``text`` / ``image`` / ``audio``; ``relevant`` is a list (grade 1 each) or a
-``{name: grade}`` map with integer grades ≥ 1; an optional ``note`` is ignored. A relevant name
+``{name: grade}`` map with integer grades ≥ 1; an optional ``note`` is ignored. A *negative* query
+(``"negative": true``, no ``relevant``) asks for a concept the collection does not hold: it is left
+out of the ranking metrics and measures match strength (its top hit should be weak)::
+
+    {"id": "neg-bicycle", "text": "a bicycle", "target": "image", "negative": true}
+ A relevant name
 matches an item by its full path, its path relative to the folder it was indexed from, or its file
 name. Query files (``image`` / ``audio``): from the command line, relative paths resolve against the
 qrels file's folder; with a ``query_root`` (an uploaded zip's folder) or ``allow_files=False`` (a bare
@@ -37,7 +42,7 @@ from crossmodal_demo.retrieval.query import Query, check_target
 
 MB = 1024 * 1024
 QUERY_FIELDS = ("text", "image", "audio")
-FIELDS = ("id", *QUERY_FIELDS, "target", "relevant", "note")
+FIELDS = ("id", *QUERY_FIELDS, "target", "relevant", "negative", "note")
 EXPECTED = (
     'one JSON object per line with "id", exactly one of "text" / "image" / "audio" (a file path), '
     '"target" (image|text|audio|any) and "relevant" (a list of item names, or a {name: grade} map), e.g. '
@@ -69,6 +74,7 @@ class QrelsQuery:
     target: str
     relevant: dict[str, int]
     items: dict[int, int] = field(default_factory=dict)
+    negative: bool = False  # nothing in the collection is relevant (match-strength checks only)
 
     @property
     def pair(self) -> str:
@@ -273,6 +279,13 @@ def _parse_row(row: dict[str, Any], line: int, files: QueryFiles) -> QrelsQuery:
         check_target(target)  # type: ignore[arg-type]
     except UserError as exc:
         raise UserError(f"\"target\": {exc}") from None
+    negative = row.get("negative", False)
+    if negative not in (True, False, "true", "false", "1", "0", ""):
+        raise UserError(f"\"negative\" must be true or false (got {negative!r}).")
+    if negative in (True, "true", "1"):
+        if row.get("relevant") not in (None, "", [], {}):
+            raise UserError("a negative query lists no \"relevant\" items (it asks for something the collection does not hold).")
+        return QrelsQuery(line, qid, query, modality, str(target), {}, negative=True)
     return QrelsQuery(line, qid, query, modality, str(target), _parse_relevant(row.get("relevant")))
 
 

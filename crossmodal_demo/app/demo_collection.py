@@ -103,12 +103,46 @@ def ensure_demo_collection(library: Library, progress: ProgressFn | None = None,
     return summary
 
 
+# Example queries shown under the search box: an id the browser sends back (never a path), what it fills in
+# and runs. Files are shipped demo files (``DEMO_DATA``-relative). Offline, a non-speech sound cannot be a query
+# (its transcript is empty), so the sound example finds sounds by words.
+EXAMPLES: dict[str, dict[str, str]] = {
+    "text": {"label": "“a cat” → photos", "text": "a cat", "target": "image"},
+    "photo": {"label": "a rocket photo → notes", "image": "photos/rocket.jpg", "target": "text"},
+    "speech": {"label": "a voice message → notes", "audio": "speech/dentist.flac", "target": "text"},
+    "sound": {"label": "“a doorbell” → sounds", "text": "a doorbell ringing", "target": "audio"},
+}
+FOLDER_WORDS = {"photos": "photos", "speech": "voice messages", "sounds": "sounds", "notes": "notes"}
+
+
+def example_query(example_id: str, source: Path = DEMO_DATA) -> dict[str, str]:
+    """``{"text"|"image"|"audio": value, "target"}`` for a known example id (files as absolute paths of
+    shipped demo files); :class:`UserError` for anything else."""
+    ex = EXAMPLES.get(str(example_id)[:40])
+    if ex is None:
+        raise UserError(f"Unknown example {str(example_id)[:40]!r}. Examples: {', '.join(EXAMPLES)}.")
+    out = {"target": ex["target"]}
+    for key in ("text", "image", "audio"):
+        if key in ex:
+            out[key] = ex[key] if key == "text" else str(Path(source) / ex[key])
+    return out
+
+
+def demo_strip(source: Path = DEMO_DATA) -> str:
+    """One line: what the shipped demo holds, e.g. "12 photos · 8 voice messages · 5 sounds · 11 notes"."""
+    counts = {f: 0 for f in DEMO_FOLDERS}
+    for rel in demo_files(source):
+        if rel.parts[0] in counts and modality_of(rel):
+            counts[rel.parts[0]] += 1
+    return " · ".join(f"{n} {FOLDER_WORDS[f]}" for f, n in counts.items() if n)
+
+
 def is_demo_complete(config: Config) -> bool:
     """True if the demo collection under ``config.indexes_dir`` finished building and is whole."""
     return demo_health(config.indexes_dir) == "ok"
 
 
 __all__ = [
-    "DEMO_BENCHMARK", "DEMO_DATA", "DEMO_FOLDERS", "DEMO_NAME", "MARKER",
-    "demo_files", "demo_health", "ensure_demo_collection", "is_demo_complete", "set_aside",
+    "DEMO_BENCHMARK", "DEMO_DATA", "DEMO_FOLDERS", "DEMO_NAME", "EXAMPLES", "MARKER",
+    "demo_files", "demo_strip", "example_query", "demo_health", "ensure_demo_collection", "is_demo_complete", "set_aside",
 ]

@@ -77,12 +77,14 @@ def index_uploads(service: Any, visitor: Visitor, files: Sequence[Any] | None, p
         try:
             for p in paths:
                 if p.suffix.lower() == ".zip":
-                    res = extract_zip(p, batch.folder / p.stem, budget, service.config.max_file_bytes, max_manifest_bytes=service.config.max_manifest_bytes)
+                    res = extract_zip(p, batch.folder / p.stem, budget, service.config.max_file_bytes, max_manifest_bytes=service.config.max_manifest_bytes,
+                                      max_text_bytes=service.config.max_text_bytes)
                     problems += res.problems
                     ignored += [{"path": i.path, "reason": i.reason} for i in res.ignored]
                 else:
                     try:
-                        copy_upload(p, batch.folder, budget, service.config.max_file_bytes, max_manifest_bytes=service.config.max_manifest_bytes)
+                        copy_upload(p, batch.folder, budget, service.config.max_file_bytes, max_manifest_bytes=service.config.max_manifest_bytes,
+                                    max_text_bytes=service.config.max_text_bytes)
                     except MediaError as exc:  # this file only; a budget overrun (UserError) stops the upload
                         problems.append(Problem(p.name, str(exc)))
                 _forget_upload(p)

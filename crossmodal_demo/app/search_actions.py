@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from crossmodal_demo.app.results import card_html, excerpt, query_words, strip_markdown
 from crossmodal_demo.app.serving import item_file
 from crossmodal_demo.app.visitors import Visitor
 from crossmodal_demo.errors import MediaError, UserError
@@ -89,10 +91,12 @@ def display_path(coll: Collection, path: str, public: bool) -> str:
 
 
 def search(service: Any, visitor: Visitor, text: Any = None, image: Any = None, audio: Any = None,
-           target: str = "image", k: Any = 8) -> dict[str, Any]:
+           target: str = "image", k: Any = 8, base_url: str = "") -> dict[str, Any]:
     """Search what ``visitor`` may see; returns ``{"query", "hits"}`` and keeps it in ``visitor.last_search``.
 
-    Each hit is the ``search --json`` hit plus ``collection`` (its label: a collection name or "my uploads").
+    Each hit is the ``search --json`` hit plus ``collection`` (its label: a collection name or "my uploads")
+    and ``url``: a signed link to the item's file through this server (``base_url`` + path; see
+    :meth:`AppService.file_link`). ``path`` is a display path (never a server path in public mode).
     """
     check_target(str(target)[:40])
     k = as_k(k, MAX_K)
@@ -110,7 +114,8 @@ def search(service: Any, visitor: Visitor, text: Any = None, image: Any = None, 
                 vectors, info = svc.encode_query(query)
             for h in svc.search_vectors(vectors, target, k):
                 d = asdict(h)
-                d.update(collection=label, path=display_path(lib.collection, h.path, service.public))
+                d.update(collection=label, path=display_path(lib.collection, h.path, service.public),
+                         url=service.file_link(ref, h.id, base_url))
                 hits.append(d)
             preset = lib.encoders.preset.name
     hits.sort(key=lambda h: (-h["score"], h["collection"], h["id"]))
@@ -127,48 +132,97 @@ def search(service: Any, visitor: Visitor, text: Any = None, image: Any = None, 
     return doc
 
 
-def _excerpt(text: str, n: int = 280) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= n else text[: n - 1].rstrip() + "…"
+def similar(service: Any, visitor: Visitor, rank: Any, base_url: str = "") -> dict[str, Any]:
+    """Search with hit ``rank`` of the visitor's last search as the query (its file, found by item id on the
+    server), for the same target and k; the item itself is left out. Returns the new result (``query.similar_to``)."""
+    last = visitor.last_search or {}
+    hit = next((h for h in last.get("hits", []) if isinstance(rank, int) and h.get("rank") == rank), None)
+    ref = visitor.last_refs.get(hit["collection"]) if hit else None
+    if hit is None or ref is None:
+        raise UserError("That result is no longer shown; search again, then pick a result.")
+    name = Path(hit["path"]).name
+    with service.library(ref) as lib:
+        item = lib.collection.get(int(hit["id"]))
+        path = item_file(lib.collection, int(hit["id"]), service.config)
+    if item is None or path is None:
+        raise UserError(f"'{name}' is no longer in the collection (or its file is not stored there), so it cannot be a query.")
+    q, k = last["query"], int(last["query"].get("k", 8))
+    if item.modality == "text":
+        kw: dict[str, Any] = {"text": " ".join(load_text(path).split())[: service.config.max_query_chars]}
+    else:
+        kw = {item.modality: str(path)}
+    doc = search(service, visitor, target=q.get("target", "any"), k=min(k + 1, MAX_K), base_url=base_url, **kw)
+    doc["hits"] = [h for h in doc["hits"] if not (h["collection"] == hit["collection"] and h["id"] == hit["id"])][:k]
+    for r, h in enumerate(doc["hits"], start=1):
+        h["rank"] = r
+    doc["query"].update(similar_to=name, k=k, modality=item.modality)
+    doc["query"].pop("text", None)
+    return doc
+
+
+def _text_of(path: Path | None) -> str:
+    try:
+        return strip_markdown(load_text(path)) if path else "(the file is not stored in this collection)"
+    except (MediaError, OSError):
+        return "(file no longer readable)"
+
+
+def summary_markdown(service: Any, q: dict[str, Any], hits: list[dict[str, Any]]) -> str:
+    """One or two lines above the results: how many, for what, where; "no close match" when the best is weak."""
+    if q.get("similar_to"):
+        what = f"items like **{md_plain(q['similar_to'])}**"
+    else:
+        what = {"text": f"“{md_plain(q.get('text', ''))}”", "image": "the image", "audio": "the audio clip"}.get(q.get("modality"), "the query")
+    out = f"**{len(hits)} result(s)** for {what} → {q.get('target')} in {q.get('collection')}"
+    if q.get("transcript") is not None:
+        out += f"\n\nHeard in the clip: “{md_plain(q['transcript'])}”" if q["transcript"] else "\n\nNo speech heard in the clip."
+    if hits and hits[0].get("match") == "weak":
+        out += "\n\n**No close match** — these are the nearest items, but none is a confident match."
+    if not hits:
+        out += "\n\nNo items of that kind here yet."
+        if service.build.state == "building":
+            out += f" The demo collection is still being built ({service.build.done}/{service.build.total or '?'} files)."
+    return out
+
+
+def md_plain(text: str) -> str:
+    """User text safe inside Markdown (syntax characters escaped)."""
+    return re.sub(r"([\\`*_{}\[\]<>()#+\-.!|~>])", r"\\\1", str(text))
 
 
 def result_view(service: Any, visitor: Visitor) -> dict[str, Any]:
-    """What the UI shows for the visitor's last search, built from the server's copy: a summary,
-    gallery entries ``(file, caption)`` for images and cards for audio/text (files by item id only)."""
+    """What the UI shows for the visitor's last search, built from the server's copy: a summary and one card per
+    hit (``kind`` "image" for the picture grid, "row" for audio/text, "divider" before the first weak row), each
+    with its ``rank`` and ``html``. Pictures and players load through signed item links (by item id only)."""
     result = visitor.last_search
     if not result:
-        return {"summary": "", "gallery": [], "cards": []}
+        return {"summary": "", "cards": []}
     q, hits = result["query"], result["hits"]
-    what = {"text": f"“{q.get('text', '')}”", "image": "the image", "audio": "the audio clip"}.get(q.get("modality"), "the query")
-    summary = f"**{len(hits)} result(s)** for {what} → {q.get('target')} in {q.get('collection')}"
-    if q.get("transcript") is not None:
-        summary += f"\n\nHeard in the clip: “{q['transcript']}”" if q["transcript"] else "\n\nNo speech heard in the clip."
-    if not hits:
-        summary += "\n\nNo items of that kind here yet."
-        if service.build.state == "building":
-            summary += f" The demo collection is still being built ({service.build.done}/{service.build.total or '?'} files)."
-    gallery: list[tuple[str, str]] = []
+    words = query_words(q.get("text"))
+    top = max((h["score"] for h in hits), default=0.0)
     cards: list[dict[str, Any]] = []
+    weak_seen = False
+    several = len({h["collection"] for h in hits}) > 1
     for h in hits:
         ref = visitor.last_refs.get(h["collection"])
         if ref is None:
             continue
         with service.library(ref) as lib:
             path = item_file(lib.collection, h["id"], service.config)
-        name = Path(h["path"]).name
-        label = f"#{h['rank']} · {h['score']:.3f} · {h['space']}/{h['channel']} · {name}"
+        card = {**h, "name": Path(h["path"]).name, "show_collection": several}
+        link = service.file_link(ref, h["id"]) if path is not None else None  # relative: the page's own origin
         if h["modality"] == "image":
-            if path is not None:
-                gallery.append((str(path), label + (f" — {h['caption']}" if h.get("caption") else "")))
+            card["thumb"] = f"{link}?size=thumb" if link else None
+            cards.append({"rank": h["rank"], "kind": "image", "html": card_html(card, words, top)})
             continue
-        excerpt = None
+        if h.get("match") == "weak" and not weak_seen and any(c["kind"] == "row" for c in cards):
+            cards.append({"kind": "divider", "html": '<div class="weak-divider">weak matches below</div>', "rank": 0})
+        weak_seen = weak_seen or h.get("match") == "weak"
         if h["modality"] == "text":
-            try:
-                excerpt = _excerpt(load_text(path)) if path else "(the file is not stored in this collection)"
-            except (MediaError, OSError):
-                excerpt = "(file no longer readable)"
-        cards.append({**h, "name": name, "label": label, "excerpt": excerpt, "file": str(path) if path else None})
-    return {"summary": summary, "gallery": gallery, "cards": cards}
+            card["excerpt"] = excerpt(_text_of(path), words)
+        card["url"] = link
+        cards.append({"rank": h["rank"], "kind": "row", "html": card_html(card, words, top)})
+    return {"summary": summary_markdown(service, q, hits), "cards": cards}
 
 
-__all__ = ["MAX_K", "as_k", "audio_from_array", "display_path", "make_query", "result_view", "search"]
+__all__ = ["MAX_K", "as_k", "audio_from_array", "display_path", "make_query", "md_plain", "result_view", "search", "similar", "summary_markdown"]

@@ -13,22 +13,29 @@ collections are read-only and each visitor who uploads gets a private workspace.
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from crossmodal_demo.app import upload_batches
+import numpy as np
+from PIL import Image
+
+from crossmodal_demo.app import lab_actions, search_actions, upload_batches
 from crossmodal_demo.app.collections import CollectionRef, OpenCollections
 from crossmodal_demo.app.demo_collection import DEMO_NAME, demo_health, ensure_demo_collection, set_aside
+from crossmodal_demo.app.serving import check_link, item_file, item_link
 from crossmodal_demo.app.visitors import SCOPE_LABELS, SCOPES, Visitor
 from crossmodal_demo.app.workspaces import Workspaces
 from crossmodal_demo.config import Config
 from crossmodal_demo.encoders.base import Encoder
 from crossmodal_demo.errors import UserError
 from crossmodal_demo.index.store import check_name, collection_names
+from crossmodal_demo.ingest.media import Audio
 from crossmodal_demo.retrieval.library import Library
 
 log = logging.getLogger(__name__)
@@ -45,6 +52,24 @@ class BuildState:
     current: str = ""
     error: str | None = None
     reason: str = ""  # why it was (re)built: missing, unfinished, emptied, damaged
+
+
+@dataclass
+class ModelsState:
+    """The background model warm-up (``state``: idle = load on first use | loading | ready | failed)."""
+
+    state: str = "idle"
+    seconds: float = 0.0
+    error: str | None = None
+
+
+def _tiny_input(modality: str) -> Any:
+    """The smallest input an encoder of ``modality`` takes: encoding it loads the model."""
+    if modality == "image":
+        return Image.new("RGB", (64, 64), (128, 128, 128))
+    if modality == "audio":
+        return Audio(np.zeros(16000, np.float32), 16000)
+    return "warm up"
 
 
 class AppService:
@@ -64,12 +89,22 @@ class AppService:
         self.recovered: list[dict[str, Any]] = []  # interrupted uploads cleaned up at start
         self.leftover_workspaces = 0
         self.fusion_warm = "idle"
+        self.models = ModelsState()
+        self.secret = secrets.token_bytes(32)  # signs file links (see serving.item_link); new per process
+        self.announce: Callable[[str], None] = log.info  # start-up progress; app.py prints it
         self._threads: list[threading.Thread] = []
+        self._deferred: list[tuple[Any, str]] = []
+        self._defer = False
 
     # ------------------------------------------------------------------ start-up
-    def start(self, background: bool = True) -> None:
+    def start(self, background: bool = True, warm: bool = False, defer: bool = False) -> None:
         """Prepare the shared state (no model loads): remove leftover workspaces, clean interrupted
-        uploads, and build or heal the demo — in a background thread (``background``) or here."""
+        uploads, and build or heal the demo — in a background thread (``background``) or here.
+
+        ``warm``: also load the models and warm search and fusion in the background. ``defer``: start
+        the background work only at :meth:`run_deferred` (call it once the page is served, so start-up
+        work never competes with serving the first page)."""
+        self._defer = defer and background
         Path(self.config.indexes_dir).mkdir(parents=True, exist_ok=True)
         self.leftover_workspaces = self.workspaces.cleanup_leftovers()
         if self.public:
@@ -87,10 +122,26 @@ class AppService:
         elif self.default_collection not in collection_names(self.config.indexes_dir):
             with self.collections.use(self.shared(self.default_collection), create=True):
                 pass  # --collection NAME that does not exist yet: created empty
+        if warm:
+            self.models.state = "loading"
+            self._spawn(self._warm_up, "warm-up", background)
+        self._defer = False
+
+    def run_deferred(self) -> None:
+        """Start the background work :meth:`start` deferred (the demo build, the warm-up)."""
+        if self.build.state != "building":
+            with self.library(self.shared(self.default_collection), create=True) as lib:
+                self.announce(f"Collection '{self.default_collection}' ready with {lib.collection.counts()['total']} items.")
+        for fn, name in self._deferred:
+            self._spawn(fn, name, True)
+        self._deferred.clear()
 
     def _spawn(self, fn: Any, name: str, background: bool) -> None:
         if not background:
             fn()
+            return
+        if self._defer:
+            self._deferred.append((fn, name))
             return
         t = threading.Thread(target=fn, name=name, daemon=True)
         self._threads.append(t)
@@ -105,10 +156,53 @@ class AppService:
                 with self.collections.use(self.shared(DEMO_NAME), create=True) as lib:
                     summary = ensure_demo_collection(lib, progress)
                 self.build.state = "done"
-                log.info("demo ready with %s items", summary.get("items"))
+                self.announce(f"Demo ready with {summary.get('items')} items.")
             except Exception as exc:  # shown in the status line; the app keeps serving
                 log.exception("building the demo collection failed")
                 self.build.state, self.build.error = "failed", f"{type(exc).__name__}: {exc}"
+
+    def _warm_up(self) -> None:
+        """Load every model of the default collection's preset, run one search, then warm fusion."""
+        t0 = time.perf_counter()
+        try:
+            with self.library(self.shared(self.default_collection), create=True) as lib:
+                for spec in lib.encoders.specs:
+                    lib.encoders.get(spec.name).encode([_tiny_input(spec.modality)])
+            # One real search: FAISS indexes, SQLite pages and the query path are warm for the first visitor.
+            search_actions.search(self, Visitor(session="warm-up"), text="warm up", target="any", k=10)
+            self.models.seconds = round(time.perf_counter() - t0, 1)
+            self.models.state = "ready"
+            self.announce(f"Models ready in {self.models.seconds:.1f} s.")
+        except Exception as exc:  # the app keeps serving; models then load on first use
+            log.exception("warming up the models failed")
+            self.models.state, self.models.error = "failed", f"{type(exc).__name__}: {exc}"
+        if self.fusion_warm == "idle":
+            lab_actions.warm_up_fusion(self).join()
+
+    def file_link(self, ref: CollectionRef, item_id: int, base_url: str = "") -> str:
+        """A signed link a remote client can download item ``item_id`` of ``ref`` from (see serving.item_link)."""
+        kind = "w" if ref.root == self.workspaces.root else "c"
+        return item_link(self.secret, kind, ref.name, item_id, base_url)
+
+    def open_link(self, kind: str, name: str, item_id: str, sig: str, preview: bool = False) -> tuple[Path, str] | None:
+        """(file, download name) behind a link this process issued, or None (forged, gone, not servable);
+        ``preview``: the item's small preview (``thumbs/``) instead of its file."""
+        iid = check_link(self.secret, kind, name, item_id, sig)
+        if iid is None:
+            return None
+        ref = self.workspaces.find(name) if kind == "w" else self.shared(name) if name in collection_names(self.config.indexes_dir) else None
+        if ref is None:
+            return None
+        try:
+            with self.library(ref) as lib:
+                item = lib.collection.get(iid)
+                path = item_file(lib.collection, iid, self.config, prefer="preview" if preview else "original")
+        except UserError:
+            return None
+        if item is None or path is None:
+            return None
+        name = Path(item.path).name
+        return path, name if path.suffix == Path(item.path).suffix else f"{Path(name).stem}-preview{path.suffix}"
 
     def wait_for_demo(self, timeout: float | None = None) -> BuildState:
         """Block until a background demo build ends (or ``timeout`` seconds pass); returns its state."""
@@ -248,8 +342,9 @@ class AppService:
             recovered_uploads=self.recovered,
             folder_indexing=bool(self.config.folder_roots) and not self.public,
             fusion_warm=self.fusion_warm,
+            models=asdict(self.models),
         )
         return doc
 
 
-__all__ = ["AppService", "BuildState", "MY_UPLOADS"]
+__all__ = ["AppService", "BuildState", "MY_UPLOADS", "ModelsState"]

@@ -4,11 +4,19 @@ An item's original is served only when its real path (symlinks resolved) lies in
 collection's own ``media/`` folder; items indexed in place elsewhere (CLI, folder indexing) are
 shown by their preview in ``thumbs/``. Nothing else — the database, the manifest, FAISS files, a
 path a client typed — is ever served.
+
+Links for remote clients (a hit's ``url``) name a collection *kind* (``c`` shared, ``w`` a live
+workspace), its name and an item id, signed with a per-process secret (HMAC-SHA256): only links the
+server issued resolve, a workspace link dies with its workspace, and the file is looked up by id
+when the link is opened — the link itself never carries a path.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
+import re
 from pathlib import Path
 
 from crossmodal_demo.config import Config
@@ -16,6 +24,8 @@ from crossmodal_demo.index.store import Collection, Item
 
 from crossmodal_demo.app.thumbnails import thumbnail
 
+ITEM_ROUTE = "/crossmodal/item"  # GET {ITEM_ROUTE}/{kind}/{name}/{item_id}/{sig}[?size=thumb]
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 NEVER_SERVED = ("items.sqlite", "items.sqlite-wal", "items.sqlite-shm", "manifest.json", "faiss", "uploads")
 
 
@@ -52,9 +62,27 @@ def item_file(coll: Collection, item_id: int, config: Config, prefer: str = "ori
     return preview_file(coll, item, config)
 
 
+def sign(secret: bytes, kind: str, name: str, item_id: int) -> str:
+    """32 hex digits authenticating the link to item ``item_id`` of collection ``kind``/``name``."""
+    msg = f"{kind}/{name}/{int(item_id)}".encode()
+    return hmac.new(secret, msg, hashlib.sha256).hexdigest()[:32]
+
+
+def item_link(secret: bytes, kind: str, name: str, item_id: int, base_url: str = "") -> str:
+    """The signed link to an item's file (``base_url`` + :data:`ITEM_ROUTE`/kind/name/id/sig)."""
+    return f"{base_url.rstrip('/')}{ITEM_ROUTE}/{kind}/{name}/{int(item_id)}/{sign(secret, kind, name, item_id)}"
+
+
+def check_link(secret: bytes, kind: str, name: str, item_id: str, sig: str) -> int | None:
+    """The item id of a link the server issued, or None for anything forged or malformed."""
+    if kind not in ("c", "w") or not _NAME.fullmatch(name or "") or not str(item_id).isdigit() or len(str(item_id)) > 18:
+        return None
+    return int(item_id) if hmac.compare_digest(sign(secret, kind, name, int(item_id)), str(sig)[:64]) else None
+
+
 def blocked_paths(collection_root: Path) -> list[str]:
     """Paths of a collection Gradio must refuse to serve whatever happens (second line of defence)."""
     return [str(collection_root / n) for n in NEVER_SERVED]
 
 
-__all__ = ["NEVER_SERVED", "blocked_paths", "item_file", "original_file", "preview_file"]
+__all__ = ["ITEM_ROUTE", "NEVER_SERVED", "blocked_paths", "check_link", "item_file", "item_link", "original_file", "preview_file", "sign"]

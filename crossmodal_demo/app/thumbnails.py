@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 from crossmodal_demo.config import Config
 from crossmodal_demo.errors import MediaError
 from crossmodal_demo.index.store import Collection, Item
-from crossmodal_demo.ingest.media import load_audio, load_image, load_text
+from crossmodal_demo.ingest.media import AudioLimits, ImageLimits, load_audio, load_image, load_text
 
 THUMB_PX = 256
 
@@ -68,13 +68,13 @@ def make_thumbnail(item: Item, config: Config) -> Image.Image:
     name = Path(item.path).name
     try:
         if item.modality == "image":
-            im = load_image(Path(item.path), max_mpx=config.max_image_mpx)
+            im = load_image(Path(item.path), limits=ImageLimits.from_config(config))
             im.thumbnail((THUMB_PX, THUMB_PX))
             return im
         card = Image.new("RGB", (THUMB_PX, THUMB_PX), (246, 246, 250))
         draw = ImageDraw.Draw(card)
         if item.modality == "audio":
-            clip = load_audio(Path(item.path), max_seconds=config.max_audio_seconds)
+            clip = load_audio(Path(item.path), limits=AudioLimits.from_config(config))
             cols = np.array_split(np.abs(clip.samples), THUMB_PX - 16) if len(clip.samples) else []
             peak = max((float(c.max()) for c in cols if len(c)), default=0.0) or 1.0
             mid = THUMB_PX // 2
@@ -83,7 +83,7 @@ def make_thumbnail(item: Item, config: Config) -> Image.Image:
                 draw.line([(8 + x, mid - h), (8 + x, mid + h)], fill=(70, 110, 200))
             draw.text((8, 8), f"{clip.seconds:.1f} s", fill=(40, 40, 40), font=_font(16))
         else:
-            lines = _wrap(load_text(Path(item.path)).split())
+            lines = _wrap(load_text(Path(item.path), max_bytes=config.max_text_bytes).split())
             draw.multiline_text((10, 10), "\n".join(lines), fill=(40, 40, 40), font=_font(15), spacing=4)
         draw.text((8, THUMB_PX - 24), name[:30], fill=(90, 90, 90), font=_font(13))
         return card

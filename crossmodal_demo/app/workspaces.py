@@ -118,6 +118,11 @@ class Workspaces:
             self._by_session[session] = Workspace(ref, self._clock())
             return ref
 
+    def find(self, name: str) -> CollectionRef | None:
+        """The live workspace called ``name`` (for signed file links), or None; does not mark it used."""
+        with self._lock:
+            return next((ws.ref for ws in self._by_session.values() if ws.ref.name == name), None)
+
     def live(self) -> int:
         """How many workspaces exist now."""
         with self._lock:

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from crossmodal_demo.analysis.evaluate import evaluate_qrels
-from crossmodal_demo.cli.output import print_json
+from crossmodal_demo.cli.args import positive_int
+from crossmodal_demo.cli.faults import closing
+from crossmodal_demo.cli.output import display, print_json
 from crossmodal_demo.config import Config
 from crossmodal_demo.errors import UserError
 from crossmodal_demo.retrieval.fusion import DEFAULT_METHODS, method_names, parse_method, parse_weights
@@ -38,7 +40,7 @@ def add_subcommands(sub: Any, common: argparse.ArgumentParser) -> None:
         f"Accepted: {', '.join(method_names())}",
     )
     ev.add_argument("--weights", default=None, help="wsum weights per source, e.g. text/content=0.7,text/caption=0.3")
-    ev.add_argument("--depth", type=int, default=DEFAULT_DEPTH, help=f"items ranked per source (default {DEFAULT_DEPTH})")
+    ev.add_argument("--depth", type=positive_int, default=DEFAULT_DEPTH, help=f"items ranked per source (default {DEFAULT_DEPTH})")
     ev.add_argument("--stat-test", choices=["student", "fisher"], default="student", help="paired test (default: student t-test)")
     ev.add_argument("--json", action="store_true", help="print the results as JSON")
     ev.add_argument("--runs-out", type=Path, default=None, metavar="DIR", help="write DIR/<row>.run (TREC) and DIR/qrels.trec")
@@ -59,24 +61,20 @@ def cmd_evaluate(args: argparse.Namespace, config: Config) -> int:
     for m in methods:
         parse_method(m)  # a typo fails before the collection and models load
     weights = parse_weights(args.weights) or None
-    if args.depth < 1:
-        raise UserError(f"--depth must be at least 1 (got {args.depth}).")
     if not args.qrels.is_file():
-        raise UserError(f"Qrels file not found: {args.qrels}")
+        raise UserError(f"Qrels file not found: {display(args.qrels)}")
     lib = open_library(config, args.collection, overrides=args.encoders)
-    try:
+    with closing(lib.collection):
         doc = evaluate_qrels(
             lib, args.qrels, methods, depth=args.depth, weights=weights, stat_test=args.stat_test, runs_out=args.runs_out
         )
-    finally:
-        lib.collection.close()
     for p in doc["problems"]:
         where = f"line {p['line']}" if p["line"] else "file"
-        print(f"qrels {args.qrels}: {where}: {p['message']}", file=sys.stderr)
+        print(display(f"qrels {args.qrels}: {where}: {p['message']}"), file=sys.stderr)
     if args.json:
         print_json(doc)
         return 0
-    print(format_report(doc))
+    print("\n".join(display(line) for line in format_report(doc).split("\n")))
     return 0
 
 
@@ -115,6 +113,11 @@ def format_report(doc: dict[str, Any]) -> str:
                 + (f", best fused {p['best_fused']} {f:.3f}" if f is not None else "")
                 + f"  → {verdict}"
             )
+    ms = doc.get("match_strength") or {}
+    if ms.get("negatives"):  # match strength: only meaningful when the qrels hold negative queries
+        lines += ["", f"match strength (main search, top {ms['k']}): negative queries whose top hit is weak "
+                  f"{ms['negatives_weak']:.2f} (n={ms['negatives']}); answered positive queries whose top relevant hit is strong "
+                  + (f"{ms['positives_strong']:.2f} (n={ms['positives_answered']})" if ms["positives_strong"] is not None else "–")]
     if doc.get("runs_out"):
         lines += ["", f"runs written: {len(doc['runs_out'])} run files + qrels.trec in {Path(next(iter(doc['runs_out'].values()))).parent}"]
     return "\n".join(lines)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from crossmodal_demo.cli.output import print_json
+from crossmodal_demo.cli.faults import closing
+from crossmodal_demo.cli.output import display, print_json
 from crossmodal_demo.config import Config
-from crossmodal_demo.index.faiss_index import policy_for
-from crossmodal_demo.index.store import Collection
+from crossmodal_demo.index.protocol import open_collection
 from crossmodal_demo.ingest.media import MODALITIES
 
 
@@ -23,18 +23,17 @@ def add_subcommands(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def cmd_list(args: argparse.Namespace, config: Config) -> int:
     """``list``: items and counts (no model is loaded)."""
-    coll = Collection.open(config.indexes_dir, args.collection, policy_for(config))
-    try:
+    coll = open_collection(config, args.collection)  # SQLite + FAISS or Milvus, as its manifest records
+    with closing(coll):
         items = coll.items(args.modality)
         counts = coll.counts()
         if args.json:
             docs = [{**it.to_json(), "spaces": coll.spaces_of(it.id)} for it in items]
             print_json({"collection": coll.name, "preset": coll.manifest.get("preset"), "items": docs, "counts": counts})
             return 0
-        print(f"collection {coll.name!r} (preset {coll.manifest.get('preset')}): " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        print(f"collection {display(repr(coll.name))} (preset {display(coll.manifest.get('preset'))}): "
+              + ", ".join(f"{k} {v}" for k, v in counts.items()))
         for it in items:
             extra = it.caption or it.transcript or it.note or ""
-            print(f"{it.id:>6}  {it.modality:<5}  {it.path}" + (f"  — {extra[:80]}" if extra else ""))
-    finally:
-        coll.close()
+            print(f"{it.id:>6}  {it.modality:<5}  {display(it.path)}" + (f"  — {display(extra[:80])}" if extra else ""))
     return 0

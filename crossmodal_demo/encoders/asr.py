@@ -9,7 +9,6 @@ search shows it. Clips with no speech get an empty transcript and a zero vector 
 from __future__ import annotations
 
 import os
-import threading
 from functools import lru_cache
 from typing import Any, Sequence
 
@@ -17,7 +16,7 @@ import numpy as np
 
 from crossmodal_demo.config import Config
 from crossmodal_demo.errors import UserError
-from crossmodal_demo.encoders.base import Encoder, EncoderSet, EncoderSpec
+from crossmodal_demo.encoders.base import Encoder, EncoderSet, EncoderSpec, model_lock
 from crossmodal_demo.encoders.device import torch_device, whisper_compute
 from crossmodal_demo.encoders.weights import HubFile, cached_or_fetch
 from crossmodal_demo.ingest.media import Audio, resample
@@ -57,7 +56,8 @@ class WhisperTranscriber:
         self.model_path = model_path
         self.language = language
         self.device, self.compute_type = device, compute_type
-        self._lock = threading.Lock()
+        # Per model, not per object: load_whisper shares one model (and its tokenizer) per process.
+        self._lock = model_lock(("whisper", model_path, device, compute_type))
         self._model: Any = None
 
     @property

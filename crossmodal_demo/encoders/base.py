@@ -138,6 +138,17 @@ class EncoderSet:
 
 _holders: dict[tuple, Any] = {}
 _holders_lock = threading.Lock()
+_model_locks: dict[tuple, threading.Lock] = {}
+
+
+def model_lock(key: tuple) -> threading.Lock:
+    """The one process-wide lock of the model identified by ``key`` (e.g. ``("sbert", path, device)``).
+
+    Models loaded through a process-wide cache are shared by every encoder object that names them, so
+    a per-object lock would let two objects use one model, and its non-thread-safe tokenizer, at once.
+    """
+    with _holders_lock:
+        return _model_locks.setdefault(key, threading.Lock())
 
 
 def shared_holder(key: tuple, make: Callable[[], H]) -> H:
@@ -158,7 +169,7 @@ class ModelHolder:
     def __init__(self, device: str, config: Config) -> None:
         self.device = device
         self.config = config
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # one per model: holders themselves are process-wide (shared_holder)
         self.model: Any = None
 
     def load(self) -> None:
@@ -221,4 +232,4 @@ class TextTower(TowerEncoder):
         raise NotImplementedError
 
 
-__all__ = ["Encoder", "EncoderSet", "EncoderSpec", "ModelHolder", "Preset", "TextTower", "TowerEncoder", "l2_normalise", "shared_holder"]
+__all__ = ["Encoder", "EncoderSet", "EncoderSpec", "ModelHolder", "Preset", "TextTower", "TowerEncoder", "l2_normalise", "model_lock", "shared_holder"]

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import threading
 from functools import lru_cache
 from typing import Any, Sequence
 
 import numpy as np
 
 from crossmodal_demo.config import Config
-from crossmodal_demo.encoders.base import EncoderSet, EncoderSpec
+from crossmodal_demo.encoders.base import EncoderSet, EncoderSpec, model_lock
 from crossmodal_demo.vectors import l2_normalise
 
 
@@ -41,7 +40,9 @@ class SentenceTransformerText:
         self.model_path = model_path
         self.device = device
         self._model: Any = None
-        self._lock = threading.Lock()  # torch modules are not re-entrant across threads
+        # One lock per model, not per object: the model (and its tokenizer) is shared process-wide through
+        # load_sentence_transformer's cache, and neither may be used by two threads at once.
+        self._lock = model_lock(("sbert", model_path, device))
 
     @property
     def is_loaded(self) -> bool:

@@ -11,6 +11,15 @@ Indexes are partitioned by target modality so ``--target`` filters exactly, with
 An item and all its vectors are written in one SQLite transaction, so a crash never leaves half an
 item; index files are written to a temp file, fsynced and ``os.replace``d, and an index whose ids
 disagree with SQLite is rebuilt from SQLite when the collection opens.
+
+Concurrency: writers (add, remove, flush) take the collection's write lock; readers take no lock.
+SQL reads use pooled WAL reader connections (committed data only); FAISS searches run on immutable
+partition snapshots (:mod:`.partitions`) that writers replace after their commit, so searches run in
+parallel, never wait for a write, and never see an item whose row is not committed (an id whose row
+was just removed may still be found; callers drop ids that ``get_many`` does not return).
+
+A collection whose folder is not writable opens read-only (``mode=ro``, indexes rebuilt in memory
+only); a database that fails ``PRAGMA quick_check`` is refused with the way out.
 """
 
 from __future__ import annotations
@@ -26,6 +35,9 @@ import numpy as np
 
 from crossmodal_demo.errors import UserError
 from crossmodal_demo.index import faiss_index as ann
+from crossmodal_demo.index import sqlite_db as sq
+from crossmodal_demo.index.partitions import Partition
+from crossmodal_demo.index.reads import CollectionReads
 from crossmodal_demo.index.schema import (
     MIGRATIONS,
     SCHEMA,
@@ -38,10 +50,14 @@ from crossmodal_demo.index.schema import (
     collection_names,
 )
 
-class Collection:
-    """A persistent, thread-safe collection. Use :meth:`open` or :meth:`create`, not the constructor."""
+class Collection(CollectionReads):
+    """A persistent, thread-safe collection. Use :meth:`open` or :meth:`create`, not the constructor.
 
-    def __init__(self, root: Path, manifest: dict[str, Any], policy: ann.IndexPolicy | None = None) -> None:
+    ``read_only``: None decides from the folder (not writable → read-only); True forces it.
+    """
+
+    def __init__(self, root: Path, manifest: dict[str, Any], policy: ann.IndexPolicy | None = None,
+                 read_only: bool | None = None) -> None:
         import faiss  # lazy: heavy native library, loaded when a collection opens
 
         self._faiss = faiss
@@ -49,20 +65,37 @@ class Collection:
         self.root = root
         self.name = root.name
         self.manifest = manifest
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(root / "items.sqlite", check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.execute("PRAGMA busy_timeout=30000")
-        self._db.executescript(SCHEMA)
-        self._migrate()
-        self._indexes: dict[IndexKey, Any] = {}
+        self.read_only = sq.folder_is_read_only(root) if read_only is None else bool(read_only)
+        self._lock = threading.RLock()  # writers only: readers never take it
+        path = root / "items.sqlite"
+        self._db: sqlite3.Connection | None = None
+        self._readers = sq.ReaderPool(path, self.read_only)
+        try:
+            if not self.read_only:
+                with sq.disk_faults(self.name, root):
+                    self._db = sq.connect_writer(path)
+            with self._readers.reader() as db:
+                problem = sq.quick_check(db)
+            if problem:
+                raise sq.damaged(self.name, root, problem)
+            if self._db is not None:
+                with sq.disk_faults(self.name, root):
+                    self._db.executescript(SCHEMA)
+                    self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self._close_connections()
+            if sq.is_corrupt(exc):
+                raise sq.damaged(self.name, root, str(exc)) from None
+            raise UserError(f"Collection {self.name!r}: cannot open {path} ({exc}).") from None
+        except BaseException:
+            self._close_connections()
+            raise
+        self._parts: dict[IndexKey, Partition] = {}  # replaced whole on every write, never changed in place
         self._dirty: set[IndexKey] = set()
-        # GPU search copies (faiss-gpu with a GPU only); the CPU index stays the one written to disk.
+        # GPU search copies (faiss-gpu with a GPU only): key → (the CPU base it copies, its GPU clone).
         self._use_gpu = self.policy.gpu and ann.faiss_has_gpu(faiss)
-        self._gpu_copies: dict[IndexKey, Any] = {}
+        self._gpu_copies: dict[IndexKey, tuple[Any, Any]] = {}
+        self._gpu_guard = threading.Lock()
         self.rebuilt: list[IndexKey] = []  # which indexes had to be rebuilt at open (for tests / status)
         self._load_indexes()
 
@@ -77,14 +110,17 @@ class Collection:
             coll = cls.open(indexes_dir, name, policy)
             coll.check_compatible(manifest)
             return coll
-        root.mkdir(parents=True, exist_ok=True)
         full = {"schema_version": SCHEMA_VERSION, "name": name, "created_at": time.time(), **manifest}
-        atomic_write_bytes(root / "manifest.json", json.dumps(full, indent=2).encode())
+        with sq.disk_faults(name, root):
+            root.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(root / "manifest.json", json.dumps(full, indent=2).encode())
         return cls(root, full, policy)
 
     @classmethod
-    def open(cls, indexes_dir: Path, name: str, policy: ann.IndexPolicy | None = None) -> "Collection":
-        """Open an existing collection; unknown names fail listing the available ones."""
+    def open(cls, indexes_dir: Path, name: str, policy: ann.IndexPolicy | None = None,
+             read_only: bool | None = None) -> "Collection":
+        """Open an existing collection (read-only when its folder is not writable, or when ``read_only``);
+        unknown names fail listing the available ones, a damaged database fails with the way out."""
         root = Path(indexes_dir) / check_name(name)
         mf = root / "manifest.json"
         if not mf.is_file():
@@ -104,13 +140,15 @@ class Collection:
                 f"Collection {name!r} has schema version {version}; this version of crossmodal_demo reads "
                 f"{SCHEMA_VERSION}. Rebuild it: delete {root} and index the files again."
             )
-        return cls(root, manifest, policy)
+        return cls(root, manifest, policy, read_only)
 
     def _migrate(self) -> None:
-        """Upgrade an older collection in place (schema ``MIGRATIONS``), then record the new version."""
+        """Upgrade an older collection in place (schema ``MIGRATIONS``), then record the new version.
+
+        A read-only collection is not migrated: it is read as it is (new columns read as None)."""
         version = int(self.manifest.get("schema_version", SCHEMA_VERSION))
         steps = [sql for v, sql in MIGRATIONS if v > version]
-        if not steps:
+        if not steps or self._db is None:
             return
         for sql in steps:
             self._db.executescript(sql)
@@ -137,33 +175,34 @@ class Collection:
             )
 
     def close(self) -> None:
-        """Write dirty indexes and close the database."""
+        """Write dirty indexes and close the database connections."""
         with self._lock:
-            self.flush()
+            try:
+                if not self.read_only:
+                    self.flush()
+            finally:
+                self._close_connections()
+
+    def _close_connections(self) -> None:
+        self._readers.close()
+        if self._db is not None:
             self._db.close()
+
+    def _writable(self) -> sqlite3.Connection:
+        """The writing connection; a read-only collection refuses with one clear line (FatalError)."""
+        if self._db is None:
+            raise sq.read_only_error(self.name, self.root)
+        return self._db
 
     # ------------------------------------------------------------------ FAISS (derived)
     def _index_path(self, key: IndexKey) -> Path:
         return self.root / "faiss" / (".".join(key) + ".faiss")
 
-    def _stored_keys(self) -> list[IndexKey]:
-        rows = self._db.execute(
-            "SELECT DISTINCT v.space, v.channel, i.modality FROM vectors v JOIN items i ON i.id = v.item_id"
-        ).fetchall()
-        return [tuple(r) for r in rows]  # type: ignore[misc]
-
-    def _ids_for(self, key: IndexKey) -> np.ndarray:
-        rows = self._db.execute(
-            "SELECT v.item_id FROM vectors v JOIN items i ON i.id = v.item_id "
-            "WHERE v.space=? AND v.channel=? AND i.modality=? ORDER BY v.item_id",
-            key,
-        ).fetchall()
-        return np.array([r[0] for r in rows], dtype=np.int64)
-
     def _load_indexes(self) -> None:
-        """Load each index file; rebuild from SQLite any that is missing, damaged or disagrees on ids."""
+        """Load each index file; rebuild from SQLite any that is missing, damaged or disagrees on ids
+        (in memory only when the collection is read-only)."""
         with self._lock:
-            self._indexes.clear()
+            parts: dict[IndexKey, Partition] = {}
             for key in self._stored_keys():
                 ids = self._ids_for(key)
                 index = None
@@ -178,216 +217,156 @@ class Collection:
                 if index is None:
                     index = self._rebuild(key)
                     self.rebuilt.append(key)
-                    self._touch(key)
-                self._indexes[key] = index
-            self.flush()
+                    self._dirty.add(key)
+                parts[key] = Partition(self._dim(key[0]), index)
+            self._parts = parts
+            if not self.read_only:
+                self.flush()
 
     def _rebuild(self, key: IndexKey) -> Any:
         """A fresh index for one partition from the vectors in SQLite (kind chosen by size)."""
-        dim = int(self.manifest["spaces"][key[0]])
-        rows = self._db.execute(
+        dim = self._dim(key[0])
+        rows = self._query(
             "SELECT v.item_id, v.vec FROM vectors v JOIN items i ON i.id = v.item_id "
             "WHERE v.space=? AND v.channel=? AND i.modality=?",
             key,
-        ).fetchall()
+        )
         ids = np.array([r[0] for r in rows], dtype=np.int64)
         vecs = np.zeros((len(rows), dim), np.float32)
         for j, r in enumerate(rows):
             vecs[j] = np.frombuffer(r[1], dtype=np.float32)
         return ann.build(vecs, ids, dim, self.policy)
 
-    def _touch(self, key: IndexKey) -> None:
-        """Mark a partition changed: to be written at the next flush; its GPU copy is stale."""
-        self._dirty.add(key)
-        self._gpu_copies.pop(key, None)
-
-    def _search_copy(self, key: IndexKey) -> Any:
-        """The index to search: a GPU clone when available, else the CPU index (or None)."""
-        ix = self._indexes.get(key)
-        if not self._use_gpu or ix is None:
-            return ix
-        if key not in self._gpu_copies:
-            self._gpu_copies[key] = ann.index_to_gpu(self._faiss, ix)
-        return self._gpu_copies[key]
+    def _publish(self, changed: dict[IndexKey, Partition | None]) -> None:
+        """Swap in new snapshots (one assignment: a reader sees all of a write or none); call with the lock."""
+        parts = dict(self._parts)
+        for key, part in changed.items():
+            if part is None or part.ntotal == 0:
+                parts.pop(key, None)
+            else:
+                parts[key] = part
+        self._parts = parts
+        self._dirty.update(changed)
 
     def flush(self) -> None:
         """Write every index changed since the last flush (atomically); switch kinds that outgrew theirs."""
         with self._lock:
-            for key in sorted(self._dirty):
-                if key in self._indexes and ann.needs_rebuild(self._indexes[key], self.policy):
-                    self._indexes[key] = self._rebuild(key)
-                    self._gpu_copies.pop(key, None)
-                index = self._indexes.get(key)
+            self._flush(sorted(self._dirty))
+
+    def _flush(self, keys: Iterable[IndexKey]) -> None:
+        """Write the indexes of ``keys`` (call with the lock): each once, the delta folded into it."""
+        if self.read_only:
+            if self._dirty:
+                raise sq.read_only_error(self.name, self.root)
+            return
+        with sq.disk_faults(self.name, self.root):
+            for key in keys:
+                part = self._parts.get(key)
                 path = self._index_path(key)
-                if index is None or index.ntotal == 0:
+                if part is None or part.ntotal == 0:
                     path.unlink(missing_ok=True)
-                    continue
-                data = self._faiss.serialize_index(index).tobytes()
-                atomic_write_bytes(path, data)
-            self._dirty.clear()
+                else:
+                    part = part.merged()
+                    if ann.needs_rebuild(part.base, self.policy):
+                        part = Partition(part.dim, self._rebuild(key))
+                    self._parts = {**self._parts, key: part}
+                    atomic_write_bytes(path, self._faiss.serialize_index(part.base).tobytes())
+                self._dirty.discard(key)
 
     # ------------------------------------------------------------------ writes
     def add(self, items: list[NewItem]) -> list[int]:
         """Commit ``items`` and their vectors in one transaction; returns their new ids.
 
-        Items whose content hash is already present are skipped (id -1 returned for them).
+        Items whose content hash is already present are skipped (id -1 returned for them). A full disk
+        or a read-only store raises :class:`FatalError` (nothing of this call is committed).
         """
         if not items:
             return []
         with self._lock:
+            db = self._writable()
             ids: list[int] = []
             now = time.time()
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for it in items:
-                    cur = self._db.execute(
-                        "INSERT OR IGNORE INTO items (path, root, modality, sha256, caption, transcript, size, added_at,"
-                        " note, mtime, labels) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                        (it.path, it.root, it.modality, it.sha256, it.caption, it.transcript, it.size, now, it.note,
-                         it.mtime, json.dumps([[n, round(float(p), 4)] for n, p in it.labels]) if it.labels else None),
-                    )
-                    if cur.rowcount == 0:
-                        ids.append(-1)
-                        continue
-                    item_id = int(cur.lastrowid)  # type: ignore[arg-type]
-                    ids.append(item_id)
-                    for (space, channel), vec in it.vectors.items():
-                        v = np.ascontiguousarray(vec, dtype=np.float32)
-                        if v.shape != (int(self.manifest["spaces"][space]),):
-                            raise ValueError(f"vector for {space}/{channel} has shape {v.shape}")
-                        self._db.execute(
-                            "INSERT INTO vectors (item_id, space, channel, vec) VALUES (?,?,?,?)",
-                            (item_id, space, channel, v.tobytes()),
-                        )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            # Only after the commit: the in-memory indexes mirror what is durable.
+            with sq.disk_faults(self.name, self.root):
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    for it in items:
+                        ids.append(self._insert(db, it, now))
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+            # Only after the commit: the searchable snapshots mirror what is durable, one batch per partition.
+            grouped: dict[IndexKey, tuple[list[np.ndarray], list[int]]] = {}
             for it, item_id in zip(items, ids):
                 if item_id < 0:
                     continue
                 for (space, channel), vec in it.vectors.items():
-                    key = (space, channel, it.modality)
-                    if key not in self._indexes:
-                        self._indexes[key] = ann.new_flat(int(self.manifest["spaces"][space]))
-                    self._indexes[key].add_with_ids(
-                        np.ascontiguousarray(vec, dtype=np.float32)[None, :], np.array([item_id], dtype=np.int64)
-                    )
-                    self._touch(key)
+                    vs, xs = grouped.setdefault((space, channel, it.modality), ([], []))
+                    vs.append(np.asarray(vec, dtype=np.float32))
+                    xs.append(item_id)
+            self._publish({
+                key: self._parts.get(key, Partition(self._dim(key[0]))).added(np.stack(vs), np.array(xs, np.int64))
+                for key, (vs, xs) in grouped.items()
+            })
             return ids
 
-    def remove(self, ids: Iterable[int]) -> list[int]:
-        """Delete items (and their vectors in every space) by id; returns the ids actually removed."""
-        wanted = sorted({int(i) for i in ids})
+    def _insert(self, db: sqlite3.Connection, it: NewItem, now: float) -> int:
+        """Insert one item and its vectors inside the open transaction; -1 when its hash is already present."""
+        cur = db.execute(
+            "INSERT OR IGNORE INTO items (path, root, modality, sha256, caption, transcript, size, added_at,"
+            " note, mtime, labels) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (it.path, it.root, it.modality, it.sha256, it.caption, it.transcript, it.size, now, it.note,
+             it.mtime, json.dumps([[n, round(float(p), 4)] for n, p in it.labels]) if it.labels else None),
+        )
+        if cur.rowcount == 0:
+            return -1
+        item_id = int(cur.lastrowid)  # type: ignore[arg-type]
+        for (space, channel), vec in it.vectors.items():
+            v = np.ascontiguousarray(vec, dtype=np.float32)
+            if v.shape != (self._dim(space),):
+                raise ValueError(f"vector for {space}/{channel} has shape {v.shape}")
+            db.execute("INSERT INTO vectors (item_id, space, channel, vec) VALUES (?,?,?,?)",
+                       (item_id, space, channel, v.tobytes()))
+        return item_id
+
+    def remove(self, ids: Iterable[int], flush: bool = True) -> list[int]:
+        """Delete items (and their vectors in every space) by id; returns the ids actually removed.
+
+        Only the partitions holding one of them change, and each is written once (with ``flush``;
+        without, at the next :meth:`flush` — batch several removals that way).
+        """
+        wanted = sorted({int(i) for i in ids if -(2**63) <= int(i) < 2**63})
+        if not wanted:
+            return []
         with self._lock:
-            present = [i for i in wanted if self.get(i) is not None]
+            db = self._writable()
+            marks = ",".join("?" * len(wanted))
+            present = [r[0] for r in self._query(f"SELECT id FROM items WHERE id IN ({marks}) ORDER BY id", wanted)]
             if not present:
                 return []
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany("DELETE FROM items WHERE id=?", [(i,) for i in present])
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            sel = np.array(present, dtype=np.int64)
-            for key, index in self._indexes.items():
-                if index.remove_ids(sel):
-                    self._touch(key)
-            self.flush()
+            marks = ",".join("?" * len(present))
+            held = self._query(
+                f"SELECT v.space, v.channel, i.modality, v.item_id FROM vectors v JOIN items i ON i.id = v.item_id "
+                f"WHERE v.item_id IN ({marks})", present)
+            with sq.disk_faults(self.name, self.root):
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    db.executemany("DELETE FROM items WHERE id=?", [(i,) for i in present])
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+            by_key: dict[IndexKey, list[int]] = {}
+            for s, c, m, i in held:
+                by_key.setdefault((s, c, m), []).append(int(i))
+            changed = {k: self._parts[k].removed(np.array(v, np.int64)) for k, v in by_key.items() if k in self._parts}
+            self._publish(changed)
+            if flush:
+                self._flush(sorted(changed))
             return present
 
     # ------------------------------------------------------------------ reads
-    def _row_to_item(self, r: sqlite3.Row) -> Item:
-        d = {k: r[k] for k in r.keys()}
-        d["labels"] = json.loads(d["labels"]) if d.get("labels") else None
-        return Item(**d)
-
-    def _query(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
-        """Run a read under the lock: the connection is shared, and a read must never see another
-        thread's uncommitted transaction on it (that would expose half-added items)."""
-        with self._lock:
-            return self._db.execute(sql, params).fetchall()
-
-    def get(self, item_id: int) -> Item | None:
-        """The item with ``item_id``, or None."""
-        r = next(iter(self._query("SELECT * FROM items WHERE id=?", (int(item_id),))), None)
-        return self._row_to_item(r) if r else None
-
-    def get_many(self, ids: Iterable[int]) -> dict[int, Item]:
-        """Items by id (missing ids are absent from the result)."""
-        ids = [int(i) for i in ids]
-        if not ids:
-            return {}
-        marks = ",".join("?" * len(ids))
-        rows = self._query(f"SELECT * FROM items WHERE id IN ({marks})", ids)
-        return {r["id"]: self._row_to_item(r) for r in rows}
-
-    def find_by_hash(self, sha256: str) -> Item | None:
-        """The item with this content hash, or None."""
-        r = next(iter(self._query("SELECT * FROM items WHERE sha256=?", (sha256,))), None)
-        return self._row_to_item(r) if r else None
-
-    def find_by_path(self, path: str) -> list[Item]:
-        """Items whose stored absolute path equals ``path``."""
-        rows = self._query("SELECT * FROM items WHERE path=?", (path,))
-        return [self._row_to_item(r) for r in rows]
-
-    def items(self, modality: str | None = None) -> list[Item]:
-        """All items (optionally of one modality), oldest first."""
-        if modality:
-            rows = self._query("SELECT * FROM items WHERE modality=? ORDER BY id", (modality,))
-        else:
-            rows = self._query("SELECT * FROM items ORDER BY id")
-        return [self._row_to_item(r) for r in rows]
-
-    def counts(self) -> dict[str, int]:
-        """Number of items per modality, plus ``total``."""
-        out = {"image": 0, "audio": 0, "text": 0}
-        for modality, n in self._query("SELECT modality, COUNT(*) FROM items GROUP BY modality"):
-            out[modality] = n
-        out["total"] = sum(out.values())
-        return out
-
-    def spaces_of(self, item_id: int) -> list[str]:
-        """'space/channel' names holding a vector of the item."""
-        rows = self._query("SELECT space, channel FROM vectors WHERE item_id=? ORDER BY space, channel", (item_id,))
-        return [f"{s}/{c}" for s, c in rows]
-
-    def vectors_of(self, item_id: int) -> dict[tuple[str, str], np.ndarray]:
-        """The stored vectors of one item, ``{(space, channel): float32 (dim,)}``."""
-        rows = self._query("SELECT space, channel, vec FROM vectors WHERE item_id=?", (item_id,))
-        return {(s, c): np.frombuffer(v, dtype=np.float32).copy() for s, c, v in rows}
-
-    def index_kinds(self) -> dict[str, str]:
-        """'space.channel.modality' → 'flat' | 'ivf' (for status and tests)."""
-        with self._lock:
-            return {".".join(k): ann.kind_of(ix) for k, ix in self._indexes.items()}
-
-    def index_keys(self) -> list[IndexKey]:
-        """The (space, channel, modality) partitions that currently hold vectors."""
-        with self._lock:
-            return sorted(k for k, ix in self._indexes.items() if ix.ntotal > 0)
-
-    def index_ids(self, key: IndexKey) -> np.ndarray:
-        """Sorted ids held by one FAISS partition (for consistency checks)."""
-        with self._lock:
-            ix = self._indexes.get(key)
-            if ix is None:
-                return np.zeros(0, dtype=np.int64)
-            return ann.ids_of(ix)
-
-    def search(self, key: IndexKey, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` inner-product search in one partition: (scores float32 (q, k'), ids int64 (q, k')), k' ≤ k."""
-        with self._lock:
-            ix = self._search_copy(key)
-            if ix is None or ix.ntotal == 0:
-                q = len(queries)
-                return np.zeros((q, 0), np.float32), np.zeros((q, 0), np.int64)
-            kk = min(k, ix.ntotal)
-            scores, ids = ix.search(np.ascontiguousarray(queries, dtype=np.float32), kk)
-            return scores, ids
-
 
 __all__ = ["Collection", "IndexKey", "Item", "NewItem", "SCHEMA_VERSION", "atomic_write_bytes", "check_name", "collection_names"]

@@ -19,17 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from crossmodal_demo.ingest.media import accepted_extensions, bom_encoding, modality_of
+from crossmodal_demo.ingest.files import MB, accepted_extensions, human_bytes, modality_of
+from crossmodal_demo.ingest.media import bom_encoding
 
 MANIFESTS = ("captions.csv", "captions.jsonl")
-MB = 1024 * 1024
 DEFAULT_MAX_MANIFEST_BYTES = 10 * MB  # Config.max_manifest_bytes
 MAX_LINE_PROBLEMS = 20  # per manifest: bad lines listed one by one, then one summary line
-
-
-def human_bytes(n: int) -> str:
-    """``n`` bytes for messages: '600 bytes', '10.0 MB' (MB = 2**20 bytes, as the settings count)."""
-    return f"{n:,} bytes" if n < MB else f"{n / MB:,.1f} MB"
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,9 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Iterable
 
 from crossmodal_demo.errors import MediaError, UserError
-from crossmodal_demo.ingest.discover import DEFAULT_MAX_MANIFEST_BYTES, MANIFESTS, Problem, human_bytes
-from crossmodal_demo.ingest.media import AUDIO_EXTS, IMAGE_EXTS, TEXT_EXTS, TEXT_MAX_BYTES
+from crossmodal_demo.ingest.discover import DEFAULT_MAX_MANIFEST_BYTES, MANIFESTS, Problem
+from crossmodal_demo.ingest.files import AUDIO_EXTS, IMAGE_EXTS, TEXT_EXTS, human_bytes
+from crossmodal_demo.ingest.media import TEXT_MAX_BYTES
 
 MB = 1024 * 1024
 BLOCK = 1 << 20  # bytes copied at a time
@@ -121,8 +122,9 @@ def unique_path(path: Path) -> Path:
 
 
 def _limit_for(kind: str, max_file_bytes: int, max_manifest_bytes: int, max_text_bytes: int, name: str) -> tuple[int, str]:
-    """(byte limit, setting to quote) for one file: caption lists and text files have tighter limits."""
-    if kind == "manifest" and max_manifest_bytes < max_file_bytes:
+    """(byte limit, setting to quote) for one file: caption lists, ``extra_names`` side files (qrels)
+    and text files have tighter limits."""
+    if kind in ("manifest", "extra") and max_manifest_bytes < max_file_bytes:
         return max_manifest_bytes, "CROSSMODAL_MAX_MANIFEST_BYTES"
     if kind == "media" and PurePosixPath(name.lower()).suffix in TEXT_EXTS and max_text_bytes < max_file_bytes:
         return max_text_bytes, "CROSSMODAL_MAX_TEXT_BYTES"
@@ -224,7 +226,8 @@ def extract_zip(
 
     Accepted: media files, ``captions.csv`` / ``captions.jsonl``, and names matching a glob of
     ``extra_names`` (e.g. ``"*.jsonl"`` for qrels). Each member stops *at* its limit (``max_file_bytes``,
-    CROSSMODAL_MAX_FILE_BYTES; caption lists ``max_manifest_bytes``; text ``max_text_bytes``): at most
+    CROSSMODAL_MAX_FILE_BYTES; caption lists and extra files ``max_manifest_bytes``, CROSSMODAL_MAX_MANIFEST_BYTES;
+    text ``max_text_bytes``, CROSSMODAL_MAX_TEXT_BYTES): at most
     the limit + 1 byte is ever written, then removed. Absolute paths, ``..``, drive letters, symlinks and
     names that are empty once cleaned are problems; hidden entries and ``__MACOSX`` are skipped (counted
     in ``hidden``); other types are listed in ``ignored``. :class:`UserError` when the archive cannot

@@ -57,6 +57,11 @@ DEFAULT_METHODS = (
     "max-zscore",
 )
 RRF_K = 60  # Cormack et al. 2009; also ranx's default
+# The main search's default, chosen on the demo benchmark (README "How results are ranked"): z-scores
+# make each source's scores comparable (invariant to a source's offset and scale) and averaging them
+# over the sources that hold an item beat rrf, rank and min-max norms and every single source.
+DEFAULT_FUSION = "mean-zscore"
+RAW_MAX = "max"  # in the main search: each item's best *raw* cosine over sources (the pre-fusion behaviour)
 _PAD = "\x00pad"  # placeholder doc id (see fuse_runs)
 
 _RANX_NORM = {"minmax": "min-max", "zscore": "zmuv", "rank": "rank", None: None}
@@ -186,6 +191,27 @@ def fuse_runs(runs: Runs, method: str | Method, weights: Mapping[str, float] | N
             fused = ranx.fuse(ranx_runs, norm=_RANX_NORM[m.norm], method=_RANX_METHOD[m.fusion], params=params)
     out = fused.to_dict()
     return {q: _sorted({d: v for d, v in out.get(q, {}).items() if d != _PAD}) for q in qids}
+
+
+def search_fusion(name: str | None) -> str:
+    """A main-search fusion name: None → :data:`DEFAULT_FUSION`; ``max`` (raw best score) or any lab method."""
+    if name is None or not str(name).strip():
+        return DEFAULT_FUSION
+    if str(name).strip().lower() == RAW_MAX:
+        return RAW_MAX
+    try:
+        return parse_method(str(name)).name
+    except UserError as exc:
+        raise UserError(f"{exc} Search also takes '{RAW_MAX}' (best raw cosine); CROSSMODAL_FUSION sets the default.") from None
+
+
+def fuse_fast(lists: Mapping[str, Mapping[str, float]], method: str | Method, weights: Mapping[str, float] | None = None) -> RankedList:
+    """Same result as :func:`fuse` (the ranx scores, best first, ties by doc id) in plain Python/numpy.
+
+    The fused score is the sum of :func:`contributions`, so no numba kernel is compiled: the first
+    search of a process does not wait ~10 s for ranx's JIT. Tests check equality with ``ranx.fuse``.
+    """
+    return _sorted({d: sum(t.values()) for d, t in contributions(lists, method, weights).items()})
 
 
 def fuse(lists: Mapping[str, Mapping[str, float]], method: str | Method, weights: Mapping[str, float] | None = None) -> RankedList:

@@ -11,7 +11,7 @@ from crossmodal_demo.config import Config
 from crossmodal_demo.encoders.base import Encoder, EncoderSet
 from crossmodal_demo.encoders.presets import check_preset_name, preset_for, resolve_preset
 from crossmodal_demo.errors import UserError
-from crossmodal_demo.index.faiss_index import policy_for
+from crossmodal_demo.index.protocol import create_collection, open_collection
 from crossmodal_demo.index.store import Collection, Item, check_name
 from crossmodal_demo.retrieval.search import SearchService
 
@@ -48,12 +48,11 @@ def open_library(
     ``auto`` (which may probe the hub briefly). ``overrides`` maps encoder names to ready encoders.
     """
     check_name(name)
-    policy = policy_for(config)
     stored = _stored_preset(config, name)
     if preset is not None:
         check_preset_name(preset)
     if stored is not None or not create:
-        coll = Collection.open(config.indexes_dir, name, policy)
+        coll = open_collection(config, name)  # the store its manifest records (SQLite + FAISS or Milvus)
         stored = coll.manifest.get("preset") or "offline"
         concrete = stored if preset in (None, "auto") else preset
         encoders = EncoderSet(preset_for(concrete, config), config, overrides)
@@ -61,7 +60,7 @@ def open_library(
         return Library(coll, encoders, config, f"collection {name!r} was built with preset {stored!r}")
     chosen, reason = resolve_preset(preset or config.preset or DEFAULT_PRESET, config)
     encoders = EncoderSet(preset_for(chosen, config), config, overrides)
-    coll = Collection.create(config.indexes_dir, name, encoders.manifest(), policy)
+    coll = create_collection(config, name, encoders.manifest())  # in config.store (--store / CROSSMODAL_STORE)
     return Library(coll, encoders, config, reason)
 
 
@@ -82,7 +81,8 @@ def resolve_refs(coll: Collection, refs: list[str]) -> tuple[list[Item], list[st
     unknown: list[str] = []
     everything: list[Item] | None = None
     for ref in refs:
-        if ref.isdigit() and (it := coll.get(int(ref))) is not None:
+        # ASCII digits within SQLite's int64 only: "²" is isdigit() but not int(); 2**63 overflows SQLite.
+        if ref.isascii() and ref.isdigit() and int(ref) < 2**63 and (it := coll.get(int(ref))) is not None:
             found[it.id] = it
             continue
         by_path = coll.find_by_path(os.path.abspath(os.path.expanduser(ref)))

@@ -1,7 +1,17 @@
-"""SearchService: encode a query in every space its modality lives in, rank per space, merge into hits."""
+"""SearchService: encode a query in every space its modality lives in, rank per source, fuse into hits.
+
+How results are ranked: every *source* (space × channel × target modality, see :mod:`.sources`) ranks
+the target items by cosine, ``max(k, DEFAULT_DEPTH)`` deep; the lists are fused with a calibrated
+method (default :data:`~crossmodal_demo.retrieval.fusion.DEFAULT_FUSION`, ``mean-zscore``: each
+list's scores become z-scores, an item's fused score is their mean over the lists that hold it), so
+the raw cosines of different models are never compared. ``fusion="max"`` keeps the pre-fusion
+behaviour (best raw cosine). Each hit says where it came from (``sources``), whether it is a real
+match (``match``, :mod:`.calibration`) and, for images, what the model saw (``labels``).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,16 +20,27 @@ import numpy as np
 
 from crossmodal_demo.config import Config
 from crossmodal_demo.encoders.base import EncoderSet
+from crossmodal_demo.encoders.vocabulary import item_labels
 from crossmodal_demo.errors import UserError
 from crossmodal_demo.index.store import Collection
-from crossmodal_demo.ingest.media import Audio, load_audio, load_image
-from crossmodal_demo.retrieval.query import CHANNELS, TARGETS, Query, check_k, check_target, check_text, target_modalities
+from crossmodal_demo.ingest.media import Audio, AudioLimits, ImageLimits, load_audio, load_image
+from crossmodal_demo.retrieval.calibration import WEAK, Calibrator
+from crossmodal_demo.retrieval.fusion import RAW_MAX, RankedList, contributions, search_fusion
+from crossmodal_demo.retrieval.query import CHANNELS, TARGETS, Query, check_k, check_target, check_text
+from crossmodal_demo.retrieval.sources import DEFAULT_DEPTH, ExtraSource, list_sources, rank_sources
 
 __all__ = ["CHANNELS", "TARGETS", "Hit", "Query", "SearchResult", "SearchService"]
 
+
 @dataclass
 class Hit:
-    """One result. ``score`` is the inner product (cosine) in ``space``; ``channel`` says what matched."""
+    """One result.
+
+    ``score``: the fused score (``max``: the raw cosine); ``space``/``channel``: the source that
+    contributed most; ``sources``: ``{"space/channel": {"rank": r, "score": raw cosine}}`` for every
+    source whose list holds the item; ``match``: ``"strong"`` | ``"weak"``; ``labels``: an image's
+    top-5 zero-shot tags ``[[name, probability], ...]`` (None for other items or older collections).
+    """
 
     id: int
     path: str
@@ -30,11 +51,14 @@ class Hit:
     caption: str | None
     transcript: str | None
     rank: int = 0
+    sources: dict[str, dict[str, float]] = field(default_factory=dict)
+    match: str = WEAK
+    labels: list[Any] | None = None
 
 
 @dataclass
 class SearchResult:
-    """The query as understood (incl. its transcript for audio) and the hits, best first."""
+    """The query as understood (incl. its transcript for audio, its labels for images) and the hits, best first."""
 
     query: dict[str, Any]
     hits: list[Hit] = field(default_factory=list)
@@ -45,12 +69,17 @@ class SearchResult:
 
 
 class SearchService:
-    """Search one collection with one set of encoders (both passed in)."""
+    """Search one collection with one set of encoders (both passed in).
 
-    def __init__(self, collection: Collection, encoders: EncoderSet, config: Config) -> None:
+    ``extra_sources`` (e.g. an alignment bridge) join the fused ranking when they can rank a query's vectors.
+    """
+
+    def __init__(self, collection: Collection, encoders: EncoderSet, config: Config,
+                 extra_sources: Sequence[ExtraSource] = ()) -> None:
         self.collection = collection
         self.encoders = encoders
         self.config = config
+        self.extra_sources = list(extra_sources)
 
     def encode_query(self, query: Query) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Query → ({space: float32 (dim,)}, description); raises UserError for unusable queries."""
@@ -64,7 +93,7 @@ class SearchService:
             value = query.image
             if isinstance(value, (str, Path)):
                 info["image"] = str(value)
-                value = load_image(_existing(value), max_mpx=self.config.max_image_mpx)
+                value = load_image(_existing(value), limits=ImageLimits.from_config(self.config))
         else:
             value = query.audio
             if isinstance(value, (str, Path)):
@@ -72,7 +101,7 @@ class SearchService:
                 value = load_audio(
                     _existing(value),
                     target_sr=self.encoders.audio_sample_rate(),
-                    max_seconds=self.config.max_query_audio_seconds,
+                    limits=AudioLimits.query(self.config),  # names CROSSMODAL_MAX_QUERY_AUDIO_SECONDS
                 )
             elif not isinstance(value, Audio):
                 raise UserError("An audio query must be a file path or decoded audio.")
@@ -86,41 +115,76 @@ class SearchService:
                 vectors[spec.space] = vec
         if modality == "audio":
             info["transcript"] = value.transcript
+        if modality == "image":  # what the model saw in the query picture (right after encoding: no second pass)
+            info["labels"] = item_labels(self.encoders, "image", value, {(s, "content"): v for s, v in vectors.items()})
         if not vectors:
             what = "no speech found in the audio query" if modality == "audio" else f"the {modality} query is empty"
             raise UserError(f"Nothing to search with: {what}. The {self.encoders.preset.name} preset needs speech for audio queries.")
         return vectors, info
 
-    def search(self, query: Query, target: str = "any", k: int = 10) -> SearchResult:
-        """Top-``k`` items of modality ``target`` ('image'|'text'|'audio'|'any'), best first."""
+    def search(self, query: Query, target: str = "any", k: int = 10, fusion: str | None = None) -> SearchResult:
+        """Top-``k`` items of modality ``target`` ('image'|'text'|'audio'|'any'), best first.
+
+        ``fusion``: a fusion method name (see :mod:`.fusion`), ``max`` for the best raw cosine, or None
+        for ``config.fusion`` (CROSSMODAL_FUSION), itself None for the default (``mean-zscore``).
+        """
         check_target(target)
         check_k(k)
+        method = search_fusion(fusion if fusion is not None else self.config.fusion)  # a typo fails before any model loads
         query.check(self.config)  # before any file is decoded or model loaded
         vectors, info = self.encode_query(query)
-        info.update(target=target, k=k, collection=self.collection.name, preset=self.encoders.preset.name)
-        return SearchResult(query=info, hits=self.search_vectors(vectors, target, k))
+        info.update(target=target, k=k, collection=self.collection.name, preset=self.encoders.preset.name, fusion=method)
+        hits = self.search_vectors(vectors, target, k, fusion=method, modality=info["modality"])
+        return SearchResult(query=info, hits=hits)
 
-    def search_vectors(self, vectors: dict[str, np.ndarray], target: str, k: int) -> list[Hit]:
-        """Rank items of ``target`` for pre-encoded query vectors ({space: (dim,)}); per item the best score wins."""
-        modalities = target_modalities(target)
-        best: dict[int, tuple[float, str, str]] = {}
-        for space, vec in vectors.items():
-            for channel in CHANNELS:
-                for modality in modalities:
-                    scores, ids = self.collection.search((space, channel, modality), vec[None, :], k)
-                    for s, i in zip(scores[0], ids[0]):
-                        if i < 0:
-                            continue
-                        if int(i) not in best or s > best[int(i)][0]:
-                            best[int(i)] = (float(s), space, channel)
-        ranked = sorted(best.items(), key=lambda kv: (-kv[1][0], kv[0]))[:k]
-        items = self.collection.get_many([i for i, _ in ranked])
+    def rank_lists(self, vectors: dict[str, np.ndarray], target: str, depth: int,
+                   exclude: set[int] | None = None) -> dict[str, RankedList]:
+        """One ranked list per source ``{"space/channel": {item id str: cosine}}`` (extra sources included), empty ones dropped."""
+        sources = list_sources(self, list(vectors), target)
+        lists = rank_sources(self, vectors, sources, target, depth, exclude)
+        for extra in self.extra_sources:
+            if extra.rank_vectors is not None:
+                ranked = extra.rank_vectors(vectors, target, depth)
+                if ranked:
+                    lists[extra.name] = {d: s for d, s in ranked.items() if not exclude or int(d) not in exclude}
+        return {name: lst for name, lst in lists.items() if lst}
+
+    def search_vectors(self, vectors: dict[str, np.ndarray], target: str, k: int, fusion: str | None = None,
+                       modality: str | None = None, exclude: set[int] | None = None) -> list[Hit]:
+        """Rank items of ``target`` for pre-encoded query vectors ({space: (dim,)}) → the top-``k`` hits.
+
+        ``fusion`` as in :meth:`search`; ``modality`` is the query's (for match strength; default text);
+        ``exclude``: item ids left out (e.g. the query's own file).
+        """
+        check_k(k)
+        method = search_fusion(fusion if fusion is not None else self.config.fusion)
+        lists = self.rank_lists(vectors, target, max(k, DEFAULT_DEPTH), exclude)
+        if method == RAW_MAX:
+            best: dict[str, tuple[float, str]] = {}
+            for name, lst in lists.items():
+                for d, s in lst.items():
+                    if d not in best or s > best[d][0]:
+                        best[d] = (s, name)
+            ranked = sorted(((d, s, name) for d, (s, name) in best.items()), key=lambda t: (-t[1], int(t[0])))
+        else:
+            parts = contributions(lists, method)
+            fused = [(d, sum(t.values()), max(t, key=lambda s: t[s])) for d, t in parts.items()]
+            ranked = sorted(fused, key=lambda t: (-t[1], t[0]))  # ties by doc id string, as fusion._sorted
+        ranked = ranked[:k]
+        items = self.collection.get_many([int(d) for d, _, _ in ranked])
+        calib = Calibrator(self.collection, self.encoders)
+        z = calib.strengths(lists, [int(d) for d, _, _ in ranked], modality or "text")
+        ranks = {name: {d: r for r, d in enumerate(lst, start=1)} for name, lst in lists.items()}
         hits = []
-        for i, (score, space, channel) in ranked:
-            it = items.get(i)
+        for d, score, top in ranked:
+            it = items.get(int(d))
             if it is None:  # removed between the index search and this read
                 continue
-            hits.append(Hit(it.id, it.path, it.modality, round(score, 6), space, channel, it.caption, it.transcript))
+            space, _, channel = top.rpartition("/")
+            src = {name: {"rank": ranks[name][d], "score": round(lst[d], 6)} for name, lst in lists.items() if d in lst}
+            hits.append(Hit(it.id, it.path, it.modality, round(float(score), 6), space, channel, it.caption, it.transcript,
+                            sources=src, match=calib.label(z.get(it.id)),
+                            labels=[list(p) for p in it.labels] if it.labels else None))
         for r, h in enumerate(hits, start=1):
             h.rank = r
         return hits

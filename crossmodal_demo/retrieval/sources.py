@@ -12,14 +12,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from crossmodal_demo.errors import UserError
 from crossmodal_demo.retrieval.fusion import RankedList, combine_query_vectors
-from crossmodal_demo.retrieval.library import Library
 from crossmodal_demo.retrieval.query import CHANNELS, Query, check_k, target_modalities
+
+if TYPE_CHECKING:  # the functions below take a Library or a SearchService: anything with .collection and .encoders
+    from crossmodal_demo.retrieval.library import Library
 
 DEFAULT_DEPTH = 100  # items ranked per source; fusion sees only these (see README "Fusion lab")
 
@@ -51,6 +53,8 @@ class ExtraSource:
     description: str
     rank: Callable[[Query, str, int], RankedList]
     quality: dict[str, float] | None = None
+    # ranks from the query's vectors ({space: (dim,)}, target, depth); lets the main search fuse it in
+    rank_vectors: Callable[[dict[str, np.ndarray], str, int], RankedList] | None = None
 
 
 def _describe(library: Library, space: str, channel: str, modalities: Sequence[str]) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
-from gradio import processing_utils, utils
+from gradio import processing_utils, route_utils, utils
 
 from crossmodal_demo.app.visitors import Visitor
 from crossmodal_demo.errors import UserError
@@ -69,20 +69,41 @@ def progress_fn(progress: gr.Progress, unit: str = "files") -> Callable[[int, in
     return lambda done, total, desc: progress((done, total), desc=desc, unit=unit)
 
 
-def banner_markdown(st: dict[str, Any]) -> str:
-    """One line: the mode and the preset in plain words, and the demo build while it runs."""
+def base_url(request: Any) -> str:
+    """The app's public root URL as the caller reached it (proxy headers honoured), or "" when unknown."""
+    raw = getattr(request, "request", None)
+    if raw is None:
+        return ""
+    try:
+        return route_utils.get_root_url(raw, route_utils.get_api_call_path(raw), getattr(getattr(raw, "app", None), "root_path", None) or None)
+    except (ValueError, AttributeError, KeyError):
+        return ""
+
+
+def banner_label(st: dict[str, Any]) -> str:
+    """The one-line banner (the label of a folded box holding the details); "" when there is nothing to say."""
     parts = []
     if st.get("mode") == "public":
-        parts.append("🔒 **Public demo** — the demo collection is shared and read-only; what you upload is private "
-                     "to this browser tab and deleted when you leave.")
+        parts.append("🔒 Public demo — your uploads are private and go when you leave")
     if st.get("preset") == "offline":
-        parts.append("**Offline mode** — smaller models, no downloads (see Status for why).")
-    b = st.get("demo_build", {})
-    if b.get("state") == "building":
-        parts.append(f"⏳ Building the demo collection: {b['done']}/{b['total'] or '?'} files (search works on what is indexed so far).")
-    elif b.get("state") == "failed":
-        parts.append(f"⚠️ The demo collection could not be built: {b.get('error')}")
-    return " ".join(parts)
+        parts.append("Offline mode — smaller models, no downloads. Why?")
+    return " · ".join(parts)
 
 
-__all__ = ["BROWSE", "PRIVATE", "SEARCH", "WRITE", "action", "banner_markdown", "dumps", "md_escape", "progress_fn", "served"]
+def banner_details(st: dict[str, Any]) -> str:
+    """What the banner folds away: the mode and the preset in full."""
+    lines = []
+    if st.get("mode") == "public":
+        lines.append("**Public demo.** The demo collection is shared and read-only. What you upload goes to a private workspace "
+                     "that only this browser tab sees; it is deleted when you leave or after a while without use.")
+    if st.get("preset") == "offline":
+        lines.append("**Offline mode.** This app runs models that ship inside Python packages, so it needs no model downloads: "
+                     "pictures are described by an ImageNet classifier (it knows 1,000 kinds of objects and animals, not scenes "
+                     "or people), speech is transcribed, and everything is compared as text. Expect good results for objects and "
+                     "spoken words, weaker ones for scenes and non-speech sounds (found by their captions).")
+        if st.get("preset_reason"):
+            lines.append(f"Why this preset: {md_escape(str(st['preset_reason']))}")
+    return "\n\n".join(lines)
+
+
+__all__ = ["BROWSE", "PRIVATE", "SEARCH", "WRITE", "action", "banner_details", "banner_label", "base_url", "dumps", "md_escape", "progress_fn", "served"]

@@ -127,8 +127,10 @@ def build_evaluate_tab(service: AppService, visitor: gr.State) -> None:
             eval_json = gr.Code(language="json", label="evaluation", interactive=False)
 
     @action
-    def evaluate(qrels: str | None, methods: list[str], visitor: Visitor, request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple[str, Visitor]:
+    def evaluate(qrels: str | None = None, methods: list[str] | None = None, visitor: Visitor | None = None, request: gr.Request = None,
+                 progress: gr.Progress = gr.Progress()) -> tuple[str, Visitor]:
         """Score sources and fusion methods on a qrels file (none: the demo benchmark, demo collection only); returns JSON text."""
+        methods = list(DEFAULT_METHODS) if methods is None else methods
         progress(0, desc="loading the qrels and the models…")
         doc = lab_actions.evaluate(service, visitor, qrels, methods, progress=progress_fn(progress, "queries"))
         return dumps(doc), visitor

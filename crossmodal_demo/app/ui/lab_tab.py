@@ -171,9 +171,11 @@ def build_lab_tab(service: AppService, visitor: gr.State) -> None:
             lab_json = gr.Code(language="json", label="lab result", interactive=False)
 
     @action
-    def lab(text: str, image: str | None, audio: str | None, target: str, sources: list[str] | None, methods: list[str], k: float,
-            weights: str, extra_text: str, extra_weight: float, visitor: Visitor, request: gr.Request) -> tuple[str, Visitor]:
+    def lab(text: str | None = None, image: str | None = None, audio: str | None = None, target: str = "image", sources: list[str] | None = None,
+            methods: list[str] | None = None, k: float = 8, weights: str | None = None, extra_text: str | None = None, extra_weight: float = 0.5,
+            visitor: Visitor | None = None, request: gr.Request = None) -> tuple[str, Visitor]:
         """Rank one query by each source and each fusion method side by side; returns the lab document as JSON text."""
+        methods = list(lab_actions.LAB_METHODS) if methods is None else methods
         res = lab_actions.lab(service, visitor, text, image, audio, target, sources or None, methods, k, weights, extra_text, extra_weight)
         return dumps(res), visitor
 

@@ -1,8 +1,10 @@
-"""The Search tab: a query (text, an uploaded image or audio clip), what to find, and the results.
+"""The Search tab: the query box and the Search button together on top, examples, then the results.
 
 ``/search`` returns the result document as JSON text and keeps it in the visitor's state; a
-private step builds the gallery and cards from that server-side copy (files by item id only).
-In public mode ``/set_scope`` chooses what to search: the demo, my uploads, or both.
+private step builds the picture grid and result rows from that server-side copy (files by item id only).
+Examples and "Find similar" are private events that take no value from the browser but an example
+id fixed on the server or a rank in the visitor's own last result. In public mode ``/set_scope``
+chooses what to search: the demo, my uploads, or both.
 """
 
 from __future__ import annotations
@@ -12,71 +14,120 @@ from typing import Any
 import gradio as gr
 
 from crossmodal_demo.app import search_actions
+from crossmodal_demo.app.demo_collection import EXAMPLES, demo_strip, example_query
 from crossmodal_demo.app.service import AppService
-from crossmodal_demo.app.ui.common import BROWSE, PRIVATE, SEARCH, action, dumps, md_escape, served
+from crossmodal_demo.app.ui.common import BROWSE, PRIVATE, SEARCH, action, base_url, dumps, served
 from crossmodal_demo.app.visitors import SCOPE_LABELS, SCOPES, Visitor
 from crossmodal_demo.retrieval.search import TARGETS
 
-
-def card_markdown(card: dict[str, Any]) -> str:
-    """A ranked text/audio result: rank, score, the space that ranked it, and what it says."""
-    head = (f"**#{card['rank']}** · score **{card['score']:.3f}** · {card['space']}/{card['channel']} · "
-            f"{card['modality']} · `{md_escape(card['name'])}`")
-    body = []
-    if card.get("excerpt"):
-        body.append(f"> {md_escape(card['excerpt'])}")
-    if card.get("transcript"):
-        body.append(f"Transcript: “{md_escape(card['transcript'])}”")
-    if card.get("caption"):
-        body.append(f"Caption: {md_escape(card['caption'])}")
-    if card["modality"] == "audio" and not card.get("transcript") and not card.get("caption"):
-        body.append("(no speech, no caption)")
-    return "\n\n".join([head, *body])
+SEARCH_LABEL, LOADING_LABEL = "Search", "Loading models…"
+TARGET_CHOICES = [("photos", "image"), ("notes", "text"), ("audio", "audio"), ("anything", "any")]
 
 
-def build_search_tab(service: AppService, visitor: gr.State) -> None:
-    """Add the Search tab's components and events (call inside ``gr.Tabs()``)."""
+def search_button(st: dict[str, Any]) -> Any:
+    """The Search button for a status document: "Loading models…" (still clickable: the search waits) or "Search"."""
+    loading = (st.get("models") or {}).get("state") == "loading"
+    return gr.Button(LOADING_LABEL if loading else SEARCH_LABEL, variant="secondary" if loading else "primary")
+
+
+def status_line(st: dict[str, Any]) -> str:
+    """The small line under the query box: loading, building, ready or a problem, in a few words."""
+    models = (st.get("models") or {}).get("state")
+    b = st.get("demo_build") or {}
+    parts = []
+    if models == "loading":
+        parts.append("⏳ Loading models in the background… you can search already; the first search waits for them.")
+    elif models == "failed":
+        parts.append("⚠️ The models could not be preloaded; they load on the first search.")
+    if b.get("state") == "building":
+        parts.append(f"⏳ Building the demo collection: {b.get('done', 0)}/{b.get('total') or '?'} files (search works on what is indexed so far).")
+    elif b.get("state") == "failed":
+        parts.append(f"⚠️ The demo collection could not be built: {b.get('error')}")
+    if not parts:
+        c = st.get("counts") or {}
+        parts.append(f"✓ Ready — {c.get('total', 0)} items in {st.get('collection', '')}.")
+    return " ".join(parts)
+
+
+def build_search_tab(service: AppService, visitor: gr.State) -> dict[str, Any]:
+    """Add the Search tab's components and events (call inside ``gr.Tabs()``); returns the button and status line."""
     cfg = service.config
     with gr.Tab("Search", id="search"):
-        with gr.Row():
-            with gr.Column(scale=3):
-                text = gr.Textbox(label="Type a query", placeholder="e.g. a cat, rain tomorrow, a rocket launch",
-                                  max_length=cfg.max_query_chars, elem_id="query-text",
-                                  info=f"Up to {cfg.max_query_chars:,} characters.")
-                with gr.Row():
-                    image = gr.Image(label="…or use an image", sources=["upload", "webcam", "clipboard"], type="filepath", image_mode=None, height=200)  # image_mode=None: Gradio passes the file as uploaded, undecoded, to our guards
-                    audio = gr.Audio(label=f"…or an audio clip (up to {cfg.max_query_audio_seconds:.0f} s)", sources=["upload", "microphone"], type="filepath")
-            with gr.Column(scale=1):
-                search_btn = gr.Button("Search", variant="primary", elem_id="search-button")
-                target = gr.Radio(list(TARGETS), value="image", label="Find")
-                k = gr.Slider(1, search_actions.MAX_K, value=8, step=1, label="How many results (k)")
-                if service.public:
-                    scope = gr.Radio([(SCOPE_LABELS[s], s) for s in SCOPES], value="both", label="Search in", elem_id="search-scope")
+        with gr.Row(equal_height=True, elem_id="query-row"):
+            text = gr.Textbox(label="Query", show_label=False, placeholder="Type what you are looking for, e.g. a cat, rain tomorrow, a rocket launch",
+                              max_length=cfg.max_query_chars, elem_id="query-text", scale=5, lines=1, max_lines=4, container=False)
+            search_btn = gr.Button(SEARCH_LABEL, variant="primary", elem_id="search-button", scale=1, min_width=120)
+        line = gr.Markdown(elem_id="status-line")
+        with gr.Row(elem_id="examples-row"):
+            gr.Markdown("**Try:**", elem_id="try-label", container=False)
+            example_btns = {key: gr.Button(ex["label"], size="sm", elem_id=f"example-{key}", min_width=60) for key, ex in EXAMPLES.items()}
+        gr.Markdown(f"The demo holds {demo_strip()} — search any of them by words, a picture or a voice clip.", elem_id="demo-strip")
+        with gr.Row(elem_id="search-options"):
+            target = gr.Radio(TARGET_CHOICES, value="image", label="Find", scale=3, min_width=300)
+            k = gr.Slider(1, search_actions.MAX_K, value=8, step=1, label="How many", scale=2, min_width=200)
+            if service.public:
+                scope = gr.Radio([(SCOPE_LABELS[s], s) for s in SCOPES], value="both", label="Search in", elem_id="search-scope", scale=3)
+        with gr.Accordion("…or search with an image or an audio clip", open=True, elem_id="media-inputs") as media:
+            with gr.Row():
+                image = gr.Image(label="Image", sources=["upload", "webcam", "clipboard"], type="filepath", image_mode=None, height=180)  # image_mode=None: Gradio passes the file as uploaded, undecoded, to our guards
+                audio = gr.Audio(label=f"Audio clip (up to {cfg.max_query_audio_seconds:.0f} s)", sources=["upload", "microphone"], type="filepath")
         summary = gr.Markdown(elem_id="results-summary")
-        gallery = gr.Gallery(label="Images", columns=4, fit_columns=False, object_fit="contain", height="auto", visible=False, elem_id="results-gallery")
         cards_state = gr.State([])
+        width = gr.Number(visible=False)
 
         @gr.render(inputs=cards_state)
         def render_cards(cards: list[dict[str, Any]]) -> None:
-            for card in cards:
-                with gr.Group(elem_classes=["result-card"]):
-                    gr.Markdown(card_markdown(card), padding=True)
-                    if card["modality"] == "audio" and card.get("file"):
-                        gr.Audio(value=served(card["file"]), show_label=False, interactive=False)
+            def similar_button(card: dict[str, Any]) -> None:
+                btn = gr.Button("Find similar", size="sm", scale=0, min_width=96, elem_classes=["similar-button"])
+                btn.click(similar_to(int(card["rank"])), visitor, [result_json, visitor], show_progress_on=[summary], **PRIVATE, **SEARCH).success(
+                    show_results, visitor, results_out, **PRIVATE, **BROWSE)
+
+            pictures = [c for c in cards if c["kind"] == "image"]
+            if pictures:
+                with gr.Row(elem_id="result-grid"):
+                    for card in pictures:
+                        with gr.Column(elem_classes=["grid-card"], min_width=150):
+                            gr.HTML(card["html"])
+                            similar_button(card)
+            with gr.Column(elem_id="result-cards"):
+                for card in cards:
+                    if card["kind"] == "divider":
+                        gr.HTML(card["html"])
+                    elif card["kind"] == "row":
+                        with gr.Row(equal_height=False, elem_classes=["result-row"]):
+                            gr.HTML(card["html"], scale=6)
+                            similar_button(card)
 
         with gr.Accordion("Result as JSON (what the /search API returns)", open=False):
             result_json = gr.Code(language="json", label="search result", interactive=False)
 
     @action
-    def search(text: str, image: str | None, audio: str | None, target: str, k: float, visitor: Visitor, request: gr.Request) -> tuple[str, Visitor]:
-        """Search with exactly one of text / image / audio; returns {"query", "hits"} as JSON text."""
-        return dumps(search_actions.search(service, visitor, text, image, audio, target, k)), visitor
+    def search(text: str | None = None, image: str | None = None, audio: str | None = None, target: str = "image", k: float = 8,
+               visitor: Visitor | None = None, request: gr.Request = None) -> tuple[str, Visitor]:
+        """Search with one of text / image / audio (the others empty); target image|text|audio|any, k results.
+        Returns {"query", "hits"} as JSON text; each hit has a downloadable ``url``."""
+        return dumps(search_actions.search(service, visitor, text, image, audio, target, k, base_url(request))), visitor
 
     @action
-    def show_results(visitor: Visitor, request: gr.Request) -> tuple[str, Any, list[dict[str, Any]]]:
+    def show_results(visitor: Visitor, request: gr.Request) -> tuple[str, list[dict[str, Any]]]:
         view = search_actions.result_view(service, visitor)
-        gallery_value = [(served(p), caption) for p, caption in view["gallery"]]
-        return view["summary"], gr.Gallery(value=gallery_value, visible=bool(gallery_value)), view["cards"]
+        return view["summary"], view["cards"]
+
+    results_out = [summary, cards_state]
+
+    def similar_to(rank: int) -> Any:
+        @action
+        def run(visitor: Visitor, request: gr.Request) -> tuple[str, Visitor]:
+            return dumps(search_actions.similar(service, visitor, rank, base_url(request))), visitor
+        return run
+
+    def example(key: str) -> Any:
+        @action
+        def run(visitor: Visitor, request: gr.Request) -> tuple[Any, ...]:
+            q = example_query(key)
+            doc = search_actions.search(service, visitor, q.get("text"), q.get("image"), q.get("audio"), q["target"], 8, base_url(request))
+            return q.get("text", ""), served(q.get("image")), served(q.get("audio")), q["target"], dumps(doc), visitor
+        return run
 
     # A new query in one place clears the others (one query at a time); runs in the browser only.
     text.input(None, [text, image, audio], [image, audio], js="(t, i, a) => t ? [null, null] : [i, a]")
@@ -85,16 +136,23 @@ def build_search_tab(service: AppService, visitor: gr.State) -> None:
     gr.on(
         [search_btn.click, text.submit], search, [text, image, audio, target, k, visitor], [result_json, visitor],
         api_name="search", show_progress_on=[summary, search_btn], **SEARCH,
-    ).success(show_results, visitor, [summary, gallery, cards_state], **PRIVATE, **BROWSE)
+    ).success(show_results, visitor, results_out, **PRIVATE, **BROWSE)
+    for key, btn in example_btns.items():
+        btn.click(example(key), visitor, [text, image, audio, target, result_json, visitor], show_progress_on=[summary, search_btn],
+                  **PRIVATE, **SEARCH).success(show_results, visitor, results_out, **PRIVATE, **BROWSE)
+    # Phones: fold the image/audio inputs so the results come right after the query (the width is read in the browser).
+    media_fold = {"fn": lambda w: gr.Accordion(open=not (isinstance(w, (int, float)) and 0 < w < 700)), "inputs": width, "outputs": media,
+                  "js": "() => [window.innerWidth]", **PRIVATE}
 
     if service.public:
         @action
-        def set_scope(scope: str, visitor: Visitor, request: gr.Request) -> tuple[str, Visitor]:
+        def set_scope(scope: str = "both", visitor: Visitor | None = None, request: gr.Request = None) -> tuple[str, Visitor]:
             """Public mode: search the demo, my uploads, or both; returns the new scope."""
             service.set_scope(visitor, scope)
             return dumps({"scope": visitor.scope}), visitor
 
         scope.change(set_scope, [scope, visitor], [result_json, visitor], api_name="set_scope", **BROWSE)
+    return {"button": search_btn, "line": line, "media_fold": media_fold}
 
 
-__all__ = ["build_search_tab", "card_markdown"]
+__all__ = ["LOADING_LABEL", "SEARCH_LABEL", "build_search_tab", "search_button", "status_line"]

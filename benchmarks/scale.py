@@ -1,0 +1,193 @@
+"""Scale curve of a real collection (issue 14): synthetic 512-d vectors through ``Collection.add`` (no encoding).
+
+    python benchmarks/scale.py [--quick] [--json]        (or python -m benchmarks.scale)
+
+At each size (10k / 100k / 1M; quick: 10k / 100k / 200k) one growing collection reports:
+- add items/s of the last ``PROBE`` items committed to reach that size (batches of ``BATCH`` items,
+  one transaction each, like the pipeline), and the flush that ends an indexing run (index file write,
+  kind switch);
+- in a fresh process: open time, RSS added by opening (MB and bytes per vector), and median latency
+  of ``SearchService.search_vectors`` (k=10, one 512-d query, target text).
+``p5_growth_ratio`` = per-item add cost at the largest size ÷ at 10k (goal ≤ 1.5).
+At the largest size the collection is then re-indexed as ``ivfsq8`` (compressed IVF re-ranked from
+SQLite): ``p5_bytes_per_vector`` (RSS added by opening ÷ vectors), its formula value, its recall@10
+against exact search and latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from crossmodal_demo.config import load_config  # noqa: E402
+from crossmodal_demo.index import faiss_index as ann  # noqa: E402
+from crossmodal_demo.index.store import Collection, NewItem  # noqa: E402
+from crossmodal_demo.retrieval.search import SearchService  # noqa: E402
+
+DIM = 512
+BATCH = 1000
+PROBE = 5000
+QUERIES = 50
+MANIFEST = {"preset": "synthetic", "encoders": {}, "spaces": {"s": DIM}}
+
+
+def clustered(n: int, start: int, d: int = DIM, clusters: int = 1000) -> np.ndarray:
+    """Rows ``start .. start+n`` of a fixed clustered data set (float32, L2-normalised; same rows every call)."""
+    centres = np.random.default_rng(0).standard_normal((clusters, d)).astype(np.float32)
+    rng = np.random.default_rng(1 + start)
+    x = centres[rng.integers(0, clusters, n)] + rng.standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process in bytes (Linux /proc)."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * 4096
+
+
+def add_range(coll: Collection, start: int, stop: int) -> float:
+    """Add synthetic items ``start .. stop`` in committed batches; returns seconds spent in ``Collection.add``."""
+    spent = 0.0
+    for s in range(start, stop, BATCH):
+        m = min(BATCH, stop - s)
+        vecs = clustered(m, s)
+        items = [
+            NewItem(path=f"/synthetic/{s + j}.txt", root="/synthetic", modality="text", sha256=f"{s + j:064x}",
+                    size=1, vectors={("s", "content"): vecs[j]})
+            for j in range(m)
+        ]
+        t0 = time.perf_counter()
+        coll.add(items)
+        spent += time.perf_counter() - t0
+    return spent
+
+
+def probe(indexes: Path, name: str, kind: str, queries: Path) -> dict[str, float | str]:
+    """In this (fresh) process: open the collection with index ``kind``, then measure RSS and search."""
+    import faiss  # noqa: F401  # loaded before the baseline: the library itself is not per-vector memory
+
+    config = load_config(indexes_dir=indexes, index_kind=kind)
+    base = rss_bytes()
+    t0 = time.perf_counter()
+    coll = Collection.open(indexes, name, ann.policy_for(config))
+    open_s = time.perf_counter() - t0
+    added = rss_bytes() - base
+    n = coll.counts()["total"]
+    service = SearchService(coll, None, config)  # type: ignore[arg-type]  # search_vectors needs no encoder
+    q = np.load(queries)
+    times, got = [], []
+    for row in q:
+        t = time.perf_counter()
+        hits = service.search_vectors({"s": row}, "text", 10)
+        times.append(time.perf_counter() - t)
+        got.append([h.id for h in hits])
+    truth_file = queries.with_suffix(".truth.npy")
+    recall = -1.0
+    if truth_file.is_file():
+        truth = np.load(truth_file)
+        recall = float(np.mean([len(set(a) & set(b.tolist())) / 10 for a, b in zip(got, truth)]))
+    key = ("s", "content", "text")
+    ix = getattr(coll, "_indexes", {}).get(key)  # the in-memory index, for its formula size
+    out = {"open_s": round(open_s, 3), "rss_mb": round(added / 2**20, 1), "rss_bytes_per_vector": round(added / max(1, n), 1),
+           "bytes_per_vector_formula": ann.bytes_per_vector(ix, DIM) if ix is not None else -1,
+           "kind": coll.index_kinds().get(".".join(key), "?"), "rebuilt": len(coll.rebuilt),
+           "search_ms": round(statistics.median(times) * 1e3, 3), "recall_at_10": round(recall, 4)}
+    coll.close()
+    return out
+
+
+def _probe_in_subprocess(indexes: Path, name: str, kind: str, queries: Path) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--probe", str(indexes), name, kind, str(queries)]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def exact_top10(queries: np.ndarray, n: int) -> np.ndarray:
+    """Ids (1-based, as the collection assigns them) of the exact top 10 among rows 0..n, by brute force."""
+    best_s = np.full((len(queries), 0), -np.inf, np.float32)
+    best_i = np.zeros((len(queries), 0), np.int64)
+    for s in range(0, n, BATCH):
+        sc = queries @ clustered(min(BATCH, n - s), s).T
+        best_s = np.concatenate([best_s, sc], axis=1)
+        best_i = np.concatenate([best_i, np.broadcast_to(np.arange(s, s + sc.shape[1]) + 1, sc.shape)], axis=1)
+        top = np.argsort(-best_s, axis=1)[:, :10]
+        best_s, best_i = np.take_along_axis(best_s, top, 1), np.take_along_axis(best_i, top, 1)
+    return best_i
+
+
+def bench_scale(tmp: Path, quick: bool, sizes: list[int] | None = None) -> dict[str, float | int | str]:
+    """The scale curve (see the module docstring); flat ``p5_*`` keys. ``sizes`` overrides the sizes (tests)."""
+    sizes = sizes or ([10_000, 100_000, 200_000] if quick else [10_000, 100_000, 1_000_000])
+    indexes = tmp / "scale"
+    config = load_config(indexes_dir=indexes)
+    coll = Collection.create(indexes, "scale", MANIFEST, ann.policy_for(config))
+    queries = clustered(QUERIES, 10**9)  # fresh draws from the same clusters
+    qfile = tmp / "scale_queries.npy"
+    np.save(qfile, queries)
+    res: dict[str, float | int | str] = {"p5_sizes": "/".join(f"{s // 1000}k" for s in sizes)}
+    per_item: dict[int, float] = {}
+    have = 0
+    for size in sizes:
+        add_range(coll, have, size - PROBE)
+        probe_s = add_range(coll, size - PROBE, size)
+        have = size
+        t0 = time.perf_counter()
+        coll.flush()
+        flush_s = time.perf_counter() - t0
+        per_item[size] = probe_s / PROBE
+        tag = f"{size // 1000}k"
+        res[f"p5_add_items_per_s_{tag}"] = round(PROBE / probe_s, 1)
+        res[f"p5_flush_s_{tag}"] = round(flush_s, 2)
+        coll.close()
+        got = _probe_in_subprocess(indexes, "scale", config.index_kind, qfile)
+        for k in ("open_s", "rss_mb", "search_ms", "kind"):
+            res[f"p5_{k}_{tag}"] = got[k]
+        coll = Collection.open(indexes, "scale", ann.policy_for(config))
+    coll.close()
+    res["p5_growth_ratio"] = round(per_item[sizes[-1]] / per_item[sizes[0]], 3)
+    np.save(qfile.with_suffix(".truth.npy"), exact_top10(queries, sizes[-1]))
+    t0 = time.perf_counter()
+    _probe_in_subprocess(indexes, "scale", "ivfsq8", qfile)  # converts the partition (rebuild from SQLite)
+    res["p5_compress_rebuild_s"] = round(time.perf_counter() - t0, 1)
+    sq = _probe_in_subprocess(indexes, "scale", "ivfsq8", qfile)
+    exact = _probe_in_subprocess(indexes, "scale", "flat", qfile)  # rebuilds flat: recall 1 by construction
+    res.update({
+        "p5_compressed_kind": sq["kind"], "p5_compressed_items": sizes[-1],
+        "p5_bytes_per_vector": sq["rss_bytes_per_vector"], "p5_bytes_per_vector_formula": sq["bytes_per_vector_formula"],
+        "p5_compressed_recall_at_10": sq["recall_at_10"], "p5_compressed_search_ms": sq["search_ms"],
+        "p5_compressed_open_s": sq["open_s"], "p5_exact_recall_check": exact["recall_at_10"],
+        "p5_exact_search_ms": exact["search_ms"], "p5_exact_bytes_per_vector": exact["rss_bytes_per_vector"],
+    })
+    return res
+
+
+def main() -> int:
+    """CLI: run the curve (``--quick`` up to 200k) or, internally, one ``--probe``."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--probe", nargs=4, metavar=("INDEXES", "NAME", "KIND", "QUERIES"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.probe:
+        indexes, name, kind, queries = args.probe
+        print(json.dumps(probe(Path(indexes), name, kind, Path(queries))))
+        return 0
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        res = bench_scale(Path(d), args.quick)
+    print(json.dumps(res) if args.json else "\n".join(f"{k}: {v}" for k, v in res.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
