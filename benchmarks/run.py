@@ -37,6 +37,7 @@ from crossmodal_demo.ingest.media import load_image  # noqa: E402
 from crossmodal_demo.retrieval.query import Query  # noqa: E402
 from crossmodal_demo.index.store import NewItem  # noqa: E402
 from benchmarks.reindex import bench_reindex  # noqa: E402
+from benchmarks.concurrency import bench_concurrency  # noqa: E402
 
 
 def make_photos(folder: Path, n: int, side: int = 1600) -> list[Path]:
@@ -369,6 +370,7 @@ def main() -> int:
         res.update(bench_ann(200_000 if args.quick else 1_000_000))
         res.update(bench_app(tmp / "app", args.quick))
         res.update(bench_reindex(tmp / "reindex", args.quick))
+        res.update(bench_concurrency(tmp / "concurrency", args.quick))
     write_report(res, ROOT / "benchmarks" / "RESULTS.md")
     if args.json:
         print(json.dumps(res))

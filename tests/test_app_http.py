@@ -83,8 +83,9 @@ class App:
         self.service.close()
 
 
-def serve(factory: pytest.TempPathFactory, name: str, **settings: Any) -> App:
-    """Start a fake-encoder app (demo copied from the template, so no build) on a free loopback port."""
+def serve(factory: pytest.TempPathFactory, name: str, overrides: dict[str, Any] | None = None, warm: bool = False, **settings: Any) -> App:
+    """Start a fake-encoder app (demo copied from the template, so no build) on a free loopback port.
+    ``overrides``: other encoders (default: fresh fakes); ``warm``: warm the models in the background after launch, as app.py does."""
     root = factory.mktemp(name)
     src, dst = demo_template(factory) / DEMO_NAME, root / "ix" / DEMO_NAME
     shutil.copytree(src, dst)
@@ -92,12 +93,13 @@ def serve(factory: pytest.TempPathFactory, name: str, **settings: Any) -> App:
         db.execute("UPDATE items SET path = replace(path, ?, ?)", (os.path.realpath(src), os.path.realpath(dst)))
     db.close()
     cfg = load_config(environ={}, indexes_dir=root / "ix", cache_dir_override=root / "cache", **settings)
-    service = AppService(cfg, encoder_overrides=fake_overrides())
-    service.start(background=False)
+    service = AppService(cfg, encoder_overrides=overrides or fake_overrides())
+    service.start(background=warm, warm=warm, defer=warm)
     assert service.build.state == "idle"  # the copied demo is whole: nothing rebuilt
     demo = build_ui(service)
     opts = {**launch_options(service), "server_name": "127.0.0.1", "server_port": free_port()}
     demo.launch(prevent_thread_lock=True, quiet=True, **opts)
+    service.run_deferred()
     return App(service, demo, demo.local_url, root / "ix")
 
 

@@ -277,3 +277,77 @@ def test_lab_runs_for_the_visitor_and_keeps_no_server_paths(public: AppService) 
     res = lab_actions.lab(public, v, text="red", target="image", methods=["rrf"], k=3)
     assert v.last_lab is res and res["collection"] == DEMO_NAME
     assert all("path" not in h for col in res["columns"] for h in col["hits"])
+
+
+def test_examples_are_ids_that_fill_a_query_from_the_shipped_demo(public: AppService) -> None:
+    from crossmodal_demo.app.demo_collection import DEMO_DATA, EXAMPLES, demo_strip, example_query
+
+    kinds = set()
+    for key in EXAMPLES:
+        q = example_query(key)
+        kinds |= {m for m in ("text", "image", "audio") if m in q}
+        for m in ("image", "audio"):
+            if m in q:
+                assert Path(q[m]).is_file() and Path(q[m]).parent.parent == DEMO_DATA
+        doc = search_actions.search(public, visitor(f"ex-{key}"), q.get("text"), q.get("image"), q.get("audio"), q["target"], 5)
+        assert doc["hits"] and doc["query"]["target"] == q["target"]
+    assert kinds == {"text", "image", "audio"}
+    with pytest.raises(UserError, match="Unknown example"):
+        example_query("/etc/passwd")
+    assert demo_strip().startswith("11 photos · 8 voice messages · 5 sounds")
+
+
+def test_find_similar_searches_with_the_hit_by_id_and_leaves_it_out(tmp_path: Path) -> None:
+    svc = make_service(tmp_path)
+    v = visitor("sim")
+    library_actions.index_uploads(svc, v, pictures(tmp_path / "up", "red", "red", "blue"))
+    first = search_actions.search(svc, v, text="red", target="image", k=3)
+    top = first["hits"][0]
+    doc = search_actions.similar(svc, v, 1)
+    assert doc["query"]["similar_to"] == Path(top["path"]).name and doc["query"]["modality"] == "image"
+    assert doc["query"]["target"] == "image" and len(doc["hits"]) == 3 and [h["rank"] for h in doc["hits"]] == [1, 2, 3]
+    assert top["id"] not in [h["id"] for h in doc["hits"]] and doc["hits"][0]["path"].endswith(".png")  # the other red one
+    search_actions.search(svc, v, text="dentist appointment", target="text", k=2)
+    assert search_actions.similar(svc, v, 1)["query"]["modality"] == "text"  # a note's words are the query
+    for bad in (0, 99, "1", None):
+        with pytest.raises(UserError, match="no longer shown"):
+            search_actions.similar(svc, v, bad)
+    svc.close()
+
+
+def test_results_read_plainly_with_links_by_id(public: AppService) -> None:
+    from crossmodal_demo.app.results import highlight, strip_markdown, why_matched
+
+    v = visitor("view")
+    search_actions.search(public, v, text="party plan for anna", target="any", k=40)
+    view = search_actions.result_view(public, v)
+    by_kind = {c["kind"] for c in view["cards"]}
+    assert {"image", "row"} <= by_kind and "35 result(s)" in view["summary"]  # the whole demo
+    pics = [c for c in view["cards"] if c["kind"] == "image"]
+    assert all('src="/crossmodal/item/c/demo/' in c["html"] and "?size=thumb" in c["html"] for c in pics)
+    note = next(c["html"] for c in view["cards"] if "party_plan.md" in c["html"])
+    assert "# Party" not in note and "<mark>Party</mark> <mark>plan</mark> —" in note and "matched the text" in note
+    assert any("<audio controls" in c["html"] for c in view["cards"])
+    assert strip_markdown("## Title\n**bold** and [a link](http://x) `code`") == "Title —\nbold and a link code"
+    assert highlight("<b>cat</b> cats", ["cat"]) == "&lt;b&gt;<mark>cat</mark>&lt;/b&gt; <mark>cats</mark>"
+    hit = {"modality": "image", "space": "text", "channel": "content", "sources": {"text/caption": {"rank": 1}, "text/content": {"rank": 4}}}
+    assert why_matched(hit) == "its caption and the picture"
+    assert why_matched({"modality": "audio", "space": "text", "channel": "content"}) == "what was said"
+    assert why_matched({"modality": "audio", "space": "clap", "channel": "content"}) == "the sound"
+
+
+def test_signed_links_open_only_what_was_issued_and_warm_up_loads_every_model(public: AppService) -> None:
+    said: list[str] = []
+    svc, svc.announce = public, said.append
+    svc.warm_up()
+    assert svc.models.state == "ready" and svc.status(visitor("w"))["models"]["state"] == "ready"
+    assert all(e["loaded"] for e in svc.status(visitor("w"))["encoders"])
+    assert len(said) == 1 and said[0].startswith("Models ready in")
+    hit = search_actions.search(svc, visitor("l"), text="a cat", k=1)["hits"][0]
+    kind, name, iid, sig = hit["url"].split("/crossmodal/item/")[1].split("/")
+    path, filename = svc.open_link(kind, name, iid, sig)
+    root = Path(svc.config.indexes_dir, DEMO_NAME).resolve()
+    assert path.parent.parent == root / "media" and filename == Path(path).name
+    assert svc.open_link(kind, name, iid, sig, preview=True)[0].parent == root / "thumbs"
+    for forged in ((kind, name, str(int(iid) + 1), sig), (kind, "../demo", iid, sig), ("w", name, iid, sig), (kind, name, iid, "0" * 32)):
+        assert svc.open_link(*forged) is None

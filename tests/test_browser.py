@@ -1,25 +1,32 @@
-"""A real browser (Debian's Chromium through Playwright) on the app with the fake encoders.
+"""A real browser (Debian's Chromium through Playwright) on the app with the fake encoders (issues 9 and 13).
 
-Local mode: type a query, click Search, see the results gallery. Public mode (issue 9): upload a picture to
-the private workspace in the Library tab, index it, search "my uploads" and see it, then close the page and
-see the workspace folder deleted. Needs ``pip install playwright`` and ``apt-get install chromium`` (never
-``playwright install``: no browser download); skips with the reason when either is missing. Screenshots
-(1280×900) are kept in ``test-artifacts/`` (git-ignored).
+Desktop (1280×900, local mode): every example runs, "Find similar" on a picture and on a note, the Fusion lab,
+and a delete with its confirmation. Phone (390×844): the query box and the Search button share the top row and
+the image/audio inputs are folded. Warm start: the Search button says "Loading models…" while a slow fake model
+loads, then "Search", with a toast. Public mode: upload to the private workspace, search "my uploads", leave, and
+the workspace is gone. Needs ``pip install playwright`` and ``apt-get install chromium`` (never ``playwright
+install``: no browser download); skips with the reason when either is missing. Screenshots go to
+``test-artifacts/`` (git-ignored); the desktop search one is also saved as ``docs/screenshot-search.png``.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 CHROMIUM = Path(os.environ.get("CROSSMODAL_CHROMIUM", "/usr/bin/chromium"))
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
-ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
-VIEWPORT = {"width": 1280, "height": 900}
+ROOT = Path(__file__).parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
 UI_WAIT_MS = 60_000  # bound for the page to react (not a timing assertion)
 
 if not CHROMIUM.is_file():
@@ -27,95 +34,185 @@ if not CHROMIUM.is_file():
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from gradio import utils as gradio_utils  # noqa: E402
-
+from tests.fakes import FakeText, TEXT_NAME, fake_overrides  # noqa: E402
 from tests.test_app_attack import png_with_text  # noqa: E402
 from tests.test_app_http import App, eventually, serve, workspace_dirs  # noqa: E402
 
+expect = sync_api.expect
+
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
+def browser() -> Iterator[Any]:
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
         yield b
         b.close()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def local_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
     app = serve(tmp_path_factory, "browser-local")
     yield app
     app.close()
 
 
-@pytest.fixture
-def public_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
-    app = serve(tmp_path_factory, "browser-public", public=True)
-    yield app
-    app.close()
-
-
-def shot(page: object, name: str) -> Path:
+def shot(page: Any, name: str, full: bool = False) -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / name
-    page.screenshot(path=str(path))  # the viewport: 1280×900
+    page.screenshot(path=str(path), full_page=full)
     return path
 
 
-def test_local_typed_query_shows_results_in_the_gallery(browser: object, local_app: App) -> None:
-    page = browser.new_page(viewport=VIEWPORT)
+def open_page(browser: Any, app: App, viewport: dict[str, int]) -> Any:
+    page = browser.new_page(viewport=viewport)
+    page.goto(app.url)
+    expect(page.locator("#status-line")).to_contain_text("Ready", timeout=UI_WAIT_MS)
+    return page
+
+
+def run_example(page: Any, key: str, summary: str) -> None:
+    page.click(f"#example-{key}")
+    expect(page.locator("#results-summary")).to_contain_text(summary, timeout=UI_WAIT_MS)
+
+
+def test_desktop_examples_find_similar_lab_and_delete(browser: Any, local_app: App) -> None:
+    page = open_page(browser, local_app, DESKTOP)
     try:
-        page.goto(local_app.url)
-        page.locator("#query-text textarea").fill("")
+        expect(page.locator("#banner")).to_contain_text("Offline mode — smaller models, no downloads. Why?")
+        assert page.locator("#banner").bounding_box()["height"] < 60  # one line, details folded
+        expect(page.locator("#demo-strip")).to_contain_text("11 photos · 8 voice messages · 5 sounds · 11 notes")
         page.click("#search-button")  # no query: a specific message, not a traceback
-        sync_api.expect(page.get_by_text("Nothing to search for: type some text").first).to_be_visible(timeout=UI_WAIT_MS)
+        expect(page.get_by_text("Nothing to search for: type some text").first).to_be_visible(timeout=UI_WAIT_MS)
         page.locator(".toast-close").first.click()
 
-        page.locator("#query-text textarea").fill("red")
-        page.click("#search-button")
-        gallery = page.locator("#results-gallery")
-        sync_api.expect(gallery.locator("img").first).to_be_visible(timeout=UI_WAIT_MS)
-        sync_api.expect(page.locator("#results-summary")).to_contain_text("for “red” → image in demo")
-        sync_api.expect(gallery.get_by_text("#1 ·").first).to_contain_text("text/content")
-        shot(page, "browser-local-search.png")
+        run_example(page, "text", "for “a cat” → image in demo")
+        expect(page.locator("#query-text textarea")).to_have_value("a cat")
+        grid = page.locator("#result-grid")
+        expect(grid.locator("img").first).to_be_visible(timeout=UI_WAIT_MS)
+        expect(grid.locator(".hit-why").first).to_contain_text("matched")
+        page.wait_for_function("() => [...document.querySelectorAll('#result-grid img')].every(i => i.complete && i.naturalWidth > 0)",
+                               timeout=UI_WAIT_MS)  # every thumbnail loaded through its signed link
+        shot(page, "desktop-search-example.png")
+        shutil.copyfile(shot(page, "desktop-search-full.png", full=True), ROOT / "docs" / "screenshot-search.png")
+
+        first = grid.locator(".hit-name").first.inner_text()
+        grid.locator(".similar-button").first.click()
+        expect(page.locator("#results-summary")).to_contain_text(f"items like {first}", timeout=UI_WAIT_MS)
+        expect(grid.locator(".hit-name", has_text=first)).to_have_count(0, timeout=UI_WAIT_MS)  # the query item is left out
+
+        run_example(page, "photo", "for the image → text")
+        expect(page.locator("#media-inputs img").first).to_be_visible()  # the example photo fills the image input
+        run_example(page, "speech", "for the audio clip → text")
+        expect(page.locator("#results-summary")).to_contain_text("Heard in the clip")
+        shot(page, "desktop-search-speech.png", full=True)
+        note = page.locator("#result-cards .hit-name").first.inner_text()
+        page.locator("#result-cards .similar-button").first.click()
+        expect(page.locator("#results-summary")).to_contain_text(f"items like {note}", timeout=UI_WAIT_MS)
+        run_example(page, "sound", "→ audio in demo")
+        expect(page.locator("#result-cards audio").first).to_be_attached()
+        shot(page, "desktop-search-sounds.png", full=True)
+
+        page.get_by_role("tab", name="Fusion lab").click()
+        page.locator("#lab-text textarea").fill("a cat")
+        page.click("#lab-button")
+        expect(page.locator("#lab-summary")).to_contain_text("baseline", timeout=UI_WAIT_MS)
+        expect(page.locator("#lab-table")).to_contain_text("rrf", timeout=UI_WAIT_MS)
+        shot(page, "desktop-lab.png", full=True)
+
+        page.get_by_role("tab", name="Library").click()
+        items = page.locator("#items-gallery img")
+        expect(items.first).to_be_visible(timeout=UI_WAIT_MS)
+        items.first.click()
+        expect(page.locator("#delete-ids textarea, #delete-ids input").first).not_to_have_value("", timeout=UI_WAIT_MS)
+        page.click("#delete-button")
+        expect(page.locator("#delete-confirm-text")).to_contain_text("This cannot be undone", timeout=UI_WAIT_MS)
+        shot(page, "desktop-library-confirm.png")
+        page.click("#delete-confirm")
+        expect(page.locator("#delete-result")).to_contain_text("Deleted 1 item(s) from demo", timeout=UI_WAIT_MS)
+        shot(page, "desktop-library-deleted.png")
     finally:
         page.close()
 
 
-def test_public_walk_upload_search_and_leave(browser: object, public_app: App, tmp_path: Path) -> None:
+def test_phone_query_and_button_share_the_top_row(browser: Any, local_app: App) -> None:
+    page = open_page(browser, local_app, PHONE)
+    try:
+        box, btn = page.locator("#query-text").bounding_box(), page.locator("#search-button").bounding_box()
+        assert btn["y"] < box["y"] + box["height"] and box["y"] < btn["y"] + btn["height"], (box, btn)  # side by side
+        assert btn["y"] + btn["height"] < 300 and btn["x"] + btn["width"] <= PHONE["width"]  # at the top, on screen
+        expect(page.locator("#media-inputs input[type=file]")).to_have_count(0)  # image/audio inputs folded
+        shot(page, "phone-start.png")
+        run_example(page, "text", "for “a cat” → image in demo")
+        expect(page.locator("#result-grid img").first).to_be_visible(timeout=UI_WAIT_MS)
+        shot(page, "phone-search.png", full=True)
+    finally:
+        page.close()
+
+
+class SlowText(FakeText):
+    """The fake text encoder, with a first encode (its "model load") that takes a while."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def encode(self, batch: Any) -> Any:
+        if self.calls == 0:
+            time.sleep(self.seconds)
+        return super().encode(batch)
+
+
+def test_search_button_shows_loading_models_until_they_are_ready(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    app = serve(tmp_path_factory, "browser-warm", overrides={**fake_overrides(), TEXT_NAME: SlowText(8.0)}, warm=True)
+    page = browser.new_page(viewport=DESKTOP)
+    try:
+        page.goto(app.url)
+        expect(page.locator("#search-button")).to_have_text("Loading models…", timeout=UI_WAIT_MS)
+        expect(page.locator("#status-line")).to_contain_text("Loading models")
+        assert app.service.models.state == "loading"
+        shot(page, "desktop-loading-models.png")
+        expect(page.locator("#search-button")).to_have_text("Search", timeout=UI_WAIT_MS)
+        expect(page.get_by_text("Ready: 35 items in demo").first).to_be_visible(timeout=UI_WAIT_MS)  # the toast
+        assert app.service.models.state == "ready"
+    finally:
+        page.close()
+        app.close()
+
+
+def test_public_walk_upload_search_and_leave(browser: Any, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    app = serve(tmp_path_factory, "browser-public", public=True)
     token = "visitor-" + secrets.token_hex(8)
     picture = tmp_path / "my-red-kite.png"
     png_with_text(picture, token)  # red for the fakes, and a token any copy of it carries
-    page = browser.new_page(viewport=VIEWPORT)
+    page = open_page(browser, app, DESKTOP)
     closed = False
     try:
-        page.goto(public_app.url)
-        sync_api.expect(page.locator("#banner")).to_contain_text("Public demo", timeout=UI_WAIT_MS)
+        expect(page.locator("#banner")).to_contain_text("Public demo", timeout=UI_WAIT_MS)
         page.get_by_role("tab", name="Library").click()
-        sync_api.expect(page.locator("#privacy-note")).to_contain_text("Your uploads are private")
+        expect(page.locator("#privacy-note")).to_contain_text("Your uploads are private")
         page.locator("#upload-files input[type=file]").set_input_files(str(picture))
-        sync_api.expect(page.get_by_text("my-red-kite.png").first).to_be_visible(timeout=UI_WAIT_MS)
+        expect(page.get_by_text("my-red-kite.png").first).to_be_visible(timeout=UI_WAIT_MS)
         page.click("#index-button")
-        sync_api.expect(page.locator("#index-summary")).to_contain_text("Added 1 item(s) to my uploads", timeout=UI_WAIT_MS)
-        (ws,) = workspace_dirs(public_app.indexes)
+        expect(page.locator("#index-summary")).to_contain_text("Added 1 item(s) to my uploads", timeout=UI_WAIT_MS)
+        (ws,) = workspace_dirs(app.indexes)
         assert any((ws / "media").rglob("my-red-kite.png"))
-        sync_api.expect(page.locator("#items-gallery img").first).to_be_visible(timeout=UI_WAIT_MS)
-        shot(page, "browser-public-library.png")
+        expect(page.locator("#items-gallery img").first).to_be_visible(timeout=UI_WAIT_MS)
+        shot(page, "public-library.png")
 
         page.get_by_role("tab", name="Search").click()
         page.locator("#search-scope").get_by_text("my uploads", exact=True).click()
         page.locator("#query-text textarea").fill("red")
         page.click("#search-button")
-        gallery = page.locator("#results-gallery")
-        sync_api.expect(gallery.locator("img").first).to_be_visible(timeout=UI_WAIT_MS)
-        sync_api.expect(page.locator("#results-summary")).to_contain_text("in my uploads")
-        sync_api.expect(gallery.get_by_text("#1 ·").first).to_contain_text("my-red-kite.png")
-        shot(page, "browser-public-search.png")
+        expect(page.locator("#results-summary")).to_contain_text("in my uploads", timeout=UI_WAIT_MS)
+        expect(page.locator("#result-grid .hit-name").first).to_have_text("my-red-kite.png", timeout=UI_WAIT_MS)
+        page.wait_for_function("() => document.querySelector('#result-grid img').naturalWidth > 0", timeout=UI_WAIT_MS)
+        shot(page, "public-search.png")
 
         page.close(run_before_unload=True)  # the visitor leaves
         closed = True
         assert eventually(lambda: not ws.exists()), f"{ws} still exists after its visitor left"
-        assert public_app.service.workspaces.live() == 0
+        assert app.service.workspaces.live() == 0
     finally:
         if not closed:
             page.close()
+        app.close()

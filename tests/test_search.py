@@ -43,7 +43,14 @@ def test_text_to_image_ranks_the_matching_photo_first(indexed: Library, query: s
     assert all(h.modality == "image" for h in res.hits) and len(res.hits) == 7
     content = [h.sources["text/content"]["score"] for h in res.hits]  # the ConSE picture itself, not only its caption
     assert content[0] > max(content[1:]) + margin  # a clear margin, not a tie-break
-    assert res.hits[0].match == "strong"
+
+
+def test_real_matches_are_strong_and_absent_concepts_weak(indexed: Library) -> None:
+    top = indexed.search.search(Query(text="a cat"), target="image", k=3).hits[0]
+    assert Path(top.path).name == "cat.jpg" and top.match == "strong"
+    assert any("cat" in name for name, _ in top.labels[:3])  # what the classifier saw, stored at index time
+    for absent in ("a bicycle", "a volcano erupting"):
+        assert indexed.search.search(Query(text=absent), target="image", k=3).hits[0].match == "weak", absent
 
 
 @pytest.mark.parametrize("clip", sorted(SPEECH))
@@ -96,6 +103,7 @@ def fake_lib(config: Config, fake_corpus: Path, fake_overrides: dict) -> Library
 
 
 def test_query_errors_are_user_errors(fake_lib: Library, fake_corpus: Path) -> None:
+    text_calls = fake_lib.encoders.get("minilm-text").calls
     with pytest.raises(UserError, match="Give exactly one query"):
         fake_lib.search.search(Query(), target="image")
     with pytest.raises(UserError, match=r"\(got text, image\)"):
@@ -108,7 +116,7 @@ def test_query_errors_are_user_errors(fake_lib: Library, fake_corpus: Path) -> N
         fake_lib.search.search(Query(image=DATA / "nope.jpg"))
     with pytest.raises(UserError, match="no speech found"):
         fake_lib.search.search(Query(audio=fake_corpus / "quiet.wav"))
-    assert fake_lib.encoders.get("minilm-text").calls == 1  # only the silent clip's transcript was embedded
+    assert fake_lib.encoders.get("minilm-text").calls == text_calls  # the failing queries embedded no text
 
 
 def test_query_text_budget_names_its_setting_and_never_echoes(fake_lib: Library) -> None:

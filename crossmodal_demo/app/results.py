@@ -62,7 +62,8 @@ def labels_text(labels: Any, n: int = 3) -> str:
 def strip_markdown(text: str) -> str:
     """Note text as it reads: headings, emphasis, code marks, quotes, list bullets and link targets removed."""
     text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", text)  # [label](url) → label
-    text = re.sub(r"(?m)^\s{0,3}(#{1,6}\s+|>\s?|[-*+]\s+|\d+[.)]\s+)", "", text)
+    text = re.sub(r"(?m)^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$", r"\1 —", text)  # a heading reads as a title
+    text = re.sub(r"(?m)^\s{0,3}(>\s?|[-*+]\s+|\d+[.)]\s+)", "", text)
     text = re.sub(r"(\*\*|__|\*|_|`+|~~)(?=\S)(.+?)(?<=\S)\1", r"\2", text)
     return re.sub(r"(?m)^\s*([-*_]\s*){3,}$", "", text)
 
@@ -100,7 +101,7 @@ def card_html(card: dict[str, Any], words: list[str], top: float) -> str:
     weak = card.get("match") == "weak"
     parts = [f'<div class="hit{" hit-weak" if weak else ""}">']
     if card.get("thumb"):
-        parts.append(f'<img class="hit-thumb" src="{html.escape(card["thumb"], quote=True)}" alt="{html.escape(str(card.get("name", "")), quote=True)}" loading="lazy">')
+        parts.append(f'<img class="hit-thumb" src="{html.escape(card["thumb"], quote=True)}" alt="{html.escape(str(card.get("name", "")), quote=True)}">')
     parts += [
         f'<div class="hit-head"><span class="hit-rank">#{int(card.get("rank", 0))}</span>'
         f'<span class="hit-name">{html.escape(str(card.get("name", "")))}</span>'
@@ -148,6 +149,8 @@ RESULTS_CSS = """
   .grid-card {flex-basis: calc(50% - 6px) !important; max-width: calc(50% - 6px);}
   .hit-thumb {height: 120px;}
   .hit-bar {width: 50px;}
+  .grid-card .hit-caption {display: none;}
+  .grid-card .hit-why {display: -webkit-box; -webkit-line-clamp: 2; -webkit-box-orient: vertical; overflow: hidden;}
 }
 .hit-head {display: flex; align-items: center; gap: 8px; flex-wrap: wrap;}
 .hit-rank {color: var(--body-text-color-subdued); min-width: 2em;}

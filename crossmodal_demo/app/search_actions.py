@@ -203,6 +203,7 @@ def result_view(service: Any, visitor: Visitor) -> dict[str, Any]:
     cards: list[dict[str, Any]] = []
     weak_seen = False
     several = len({h["collection"] for h in hits}) > 1
+    all_weak = bool(hits) and hits[0].get("match") == "weak"  # said once in the summary, not on every card
     for h in hits:
         ref = visitor.last_refs.get(h["collection"])
         if ref is None:
@@ -210,6 +211,8 @@ def result_view(service: Any, visitor: Visitor) -> dict[str, Any]:
         with service.library(ref) as lib:
             path = item_file(lib.collection, h["id"], service.config)
         card = {**h, "name": Path(h["path"]).name, "show_collection": several}
+        if all_weak:
+            card["match"] = None
         link = service.file_link(ref, h["id"]) if path is not None else None  # relative: the page's own origin
         if h["modality"] == "image":
             card["thumb"] = f"{link}?size=thumb" if link else None

@@ -124,7 +124,7 @@ class AppService:
                 pass  # --collection NAME that does not exist yet: created empty
         if warm:
             self.models.state = "loading"
-            self._spawn(self._warm_up, "warm-up", background)
+            self._spawn(self.warm_up, "warm-up", background)
         self._defer = False
 
     def run_deferred(self) -> None:
@@ -161,8 +161,9 @@ class AppService:
                 log.exception("building the demo collection failed")
                 self.build.state, self.build.error = "failed", f"{type(exc).__name__}: {exc}"
 
-    def _warm_up(self) -> None:
-        """Load every model of the default collection's preset, run one search, then warm fusion."""
+    def warm_up(self) -> None:
+        """Load every model of the default collection's preset and run one search (``models.state`` → ready),
+        then start warming fusion in the background."""
         t0 = time.perf_counter()
         try:
             with self.library(self.shared(self.default_collection), create=True) as lib:
@@ -177,7 +178,7 @@ class AppService:
             log.exception("warming up the models failed")
             self.models.state, self.models.error = "failed", f"{type(exc).__name__}: {exc}"
         if self.fusion_warm == "idle":
-            lab_actions.warm_up_fusion(self).join()
+            lab_actions.warm_up_fusion(self)
 
     def file_link(self, ref: CollectionRef, item_id: int, base_url: str = "") -> str:
         """A signed link a remote client can download item ``item_id`` of ``ref`` from (see serving.item_link)."""

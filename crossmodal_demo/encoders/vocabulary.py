@@ -47,7 +47,9 @@ def tag_texts(template: str = TAG_TEMPLATE) -> list[str]:
 
 def cached_text_vectors(text_encoder: Encoder, texts: Sequence[str], cache_dir: Path | str) -> np.ndarray:
     """``text_encoder.encode(texts)`` → float32 (n, dim), memoised in memory and on disk (content key)."""
-    key = hashlib.sha256(("\n".join(texts) + "\x00" + text_encoder.model_id).encode()).hexdigest()[:16]
+    # the encoder's class is part of the key: a stand-in (test fake) sharing a model id never shares vectors
+    who = f"{text_encoder.model_id}\x00{type(text_encoder).__module__}.{type(text_encoder).__qualname__}"
+    key = hashlib.sha256(("\n".join(texts) + "\x00" + who).encode()).hexdigest()[:16]
     memo_key = (str(cache_dir), key)
     with _MEMO_LOCK:
         if memo_key in _MEMO:

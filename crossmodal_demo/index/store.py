@@ -217,7 +217,8 @@ class Collection(CollectionReads):
                 if index is None:
                     index = self._rebuild(key)
                     self.rebuilt.append(key)
-                    self._dirty.add(key)
+                    if not self.read_only:  # read-only: rebuilt in memory only
+                        self._dirty.add(key)
                 parts[key] = Partition(self._dim(key[0]), index)
             self._parts = parts
             if not self.read_only:
@@ -255,9 +256,7 @@ class Collection(CollectionReads):
 
     def _flush(self, keys: Iterable[IndexKey]) -> None:
         """Write the indexes of ``keys`` (call with the lock): each once, the delta folded into it."""
-        if self.read_only:
-            if self._dirty:
-                raise sq.read_only_error(self.name, self.root)
+        if self.read_only:  # nothing to write: every write was refused
             return
         with sq.disk_faults(self.name, self.root):
             for key in keys:

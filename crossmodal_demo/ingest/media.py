@@ -90,7 +90,7 @@ def reduce_factor(width: int, height: int) -> int:
 def decoded_bytes(width: int, height: int, mode: str, transparent: bool = True) -> int:
     """Peak bytes :func:`load_image` allocates for a ``width``×``height`` image decoded in ``mode``
     (``transparent``: a palette image with a transparent entry): Pillow's storage, the full-size copies a
-    reduction needs, and the RGB conversion of the result. Measured within 2 % for every mode (test_budgets).
+    reduction needs, and the RGB conversion of the result (checked against the measured peak in test_budgets).
 
     E.g. a 90-Mpx 1-bit page: 90 MB of storage (Pillow keeps "1" at 1 B/px) + 90 MB as "L" to reduce it
     = 180 MB; it is reduced before conversion, so the full-size RGB copy (360 MB: RGB is 4 B/px) never exists.
@@ -115,7 +115,9 @@ def _open(path: Path, limits: ImageLimits) -> tuple[Image.Image, ImageInfo]:
         # Pillow's own bomb check (above 2 × 89 Mpx) fires first for absurd sizes; ours, below, is clearer.
         im = Image.open(path, formats=PIL_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise MediaError(f"'{path.name}' declares an enormous size (a decompression bomb?); refused.") from None
+        guard = 2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6  # Pillow's own guard, for every Pillow user in the process
+        raise MediaError(f"Image '{path.name}' declares an enormous size, over {guard:,.0f} Mpx (a decompression bomb?); "
+                         f"refused. The limit is {limits.max_mpx:,.4g} Mpx (CROSSMODAL_MAX_IMAGE_MPX).") from None
     except Image.UnidentifiedImageError:
         raise MediaError(
             f"'{path.name}' is not a readable image; accepted formats are {', '.join(PIL_FORMATS)}.{hint(path)}"

@@ -136,7 +136,6 @@ def build_ui(service: AppService) -> gr.Blocks:
                 lib["show_items"], visitor, [lib["items_gallery"], lib["items_df"]], **PRIVATE, **BROWSE)
 
         after(demo.load(status_api, visitor, [status["json"], visitor], api_name="status", **BROWSE))
-        demo.load(**search["media_fold"])
         timer.tick(show_status, visitor, status_outputs, **PRIVATE, **BROWSE)
         status["tab"].select(status_api, visitor, [status["json"], visitor], **PRIVATE, **BROWSE).then(show_status, visitor, status_outputs, **PRIVATE, **BROWSE)
         if "create" in lib:

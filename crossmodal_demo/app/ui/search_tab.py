@@ -36,13 +36,13 @@ def status_line(st: dict[str, Any]) -> str:
     b = st.get("demo_build") or {}
     parts = []
     if models == "loading":
-        parts.append("⏳ Loading models in the background… you can search already; the first search waits for them.")
+        parts.append("Loading models in the background… you can search already; the first search waits for them.")
     elif models == "failed":
-        parts.append("⚠️ The models could not be preloaded; they load on the first search.")
+        parts.append("Problem: the models could not be preloaded; they load on the first search.")
     if b.get("state") == "building":
-        parts.append(f"⏳ Building the demo collection: {b.get('done', 0)}/{b.get('total') or '?'} files (search works on what is indexed so far).")
+        parts.append(f"Building the demo collection: {b.get('done', 0)}/{b.get('total') or '?'} files (search works on what is indexed so far).")
     elif b.get("state") == "failed":
-        parts.append(f"⚠️ The demo collection could not be built: {b.get('error')}")
+        parts.append(f"Problem: the demo collection could not be built: {b.get('error')}")
     if not parts:
         c = st.get("counts") or {}
         parts.append(f"✓ Ready — {c.get('total', 0)} items in {st.get('collection', '')}.")
@@ -58,22 +58,20 @@ def build_search_tab(service: AppService, visitor: gr.State) -> dict[str, Any]:
                               max_length=cfg.max_query_chars, elem_id="query-text", scale=5, lines=1, max_lines=4, container=False)
             search_btn = gr.Button(SEARCH_LABEL, variant="primary", elem_id="search-button", scale=1, min_width=120)
         line = gr.Markdown(elem_id="status-line")
+        gr.Markdown(f"The demo holds {demo_strip()}. Try one:", elem_id="demo-strip")
         with gr.Row(elem_id="examples-row"):
-            gr.Markdown("**Try:**", elem_id="try-label", container=False)
             example_btns = {key: gr.Button(ex["label"], size="sm", elem_id=f"example-{key}", min_width=60) for key, ex in EXAMPLES.items()}
-        gr.Markdown(f"The demo holds {demo_strip()} — search any of them by words, a picture or a voice clip.", elem_id="demo-strip")
         with gr.Row(elem_id="search-options"):
             target = gr.Radio(TARGET_CHOICES, value="image", label="Find", scale=3, min_width=300)
             k = gr.Slider(1, search_actions.MAX_K, value=8, step=1, label="How many", scale=2, min_width=200)
             if service.public:
                 scope = gr.Radio([(SCOPE_LABELS[s], s) for s in SCOPES], value="both", label="Search in", elem_id="search-scope", scale=3)
-        with gr.Accordion("…or search with an image or an audio clip", open=True, elem_id="media-inputs") as media:
+        with gr.Accordion("…or search with an image or an audio clip (upload, webcam, microphone)", open=False, elem_id="media-inputs") as media:
             with gr.Row():
                 image = gr.Image(label="Image", sources=["upload", "webcam", "clipboard"], type="filepath", image_mode=None, height=180)  # image_mode=None: Gradio passes the file as uploaded, undecoded, to our guards
                 audio = gr.Audio(label=f"Audio clip (up to {cfg.max_query_audio_seconds:.0f} s)", sources=["upload", "microphone"], type="filepath")
         summary = gr.Markdown(elem_id="results-summary")
         cards_state = gr.State([])
-        width = gr.Number(visible=False)
 
         @gr.render(inputs=cards_state)
         def render_cards(cards: list[dict[str, Any]]) -> None:
@@ -126,7 +124,8 @@ def build_search_tab(service: AppService, visitor: gr.State) -> dict[str, Any]:
         def run(visitor: Visitor, request: gr.Request) -> tuple[Any, ...]:
             q = example_query(key)
             doc = search_actions.search(service, visitor, q.get("text"), q.get("image"), q.get("audio"), q["target"], 8, base_url(request))
-            return q.get("text", ""), served(q.get("image")), served(q.get("audio")), q["target"], dumps(doc), visitor
+            media_open = gr.Accordion(open=True) if ("image" in q or "audio" in q) else gr.Accordion()
+            return q.get("text", ""), served(q.get("image")), served(q.get("audio")), media_open, q["target"], dumps(doc), visitor
         return run
 
     # A new query in one place clears the others (one query at a time); runs in the browser only.
@@ -138,12 +137,8 @@ def build_search_tab(service: AppService, visitor: gr.State) -> dict[str, Any]:
         api_name="search", show_progress_on=[summary, search_btn], **SEARCH,
     ).success(show_results, visitor, results_out, **PRIVATE, **BROWSE)
     for key, btn in example_btns.items():
-        btn.click(example(key), visitor, [text, image, audio, target, result_json, visitor], show_progress_on=[summary, search_btn],
+        btn.click(example(key), visitor, [text, image, audio, media, target, result_json, visitor], show_progress_on=[summary, search_btn],
                   **PRIVATE, **SEARCH).success(show_results, visitor, results_out, **PRIVATE, **BROWSE)
-    # Phones: fold the image/audio inputs so the results come right after the query (the width is read in the browser).
-    media_fold = {"fn": lambda w: gr.Accordion(open=not (isinstance(w, (int, float)) and 0 < w < 700)), "inputs": width, "outputs": media,
-                  "js": "() => [window.innerWidth]", **PRIVATE}
-
     if service.public:
         @action
         def set_scope(scope: str = "both", visitor: Visitor | None = None, request: gr.Request = None) -> tuple[str, Visitor]:
@@ -152,7 +147,7 @@ def build_search_tab(service: AppService, visitor: gr.State) -> dict[str, Any]:
             return dumps({"scope": visitor.scope}), visitor
 
         scope.change(set_scope, [scope, visitor], [result_json, visitor], api_name="set_scope", **BROWSE)
-    return {"button": search_btn, "line": line, "media_fold": media_fold}
+    return {"button": search_btn, "line": line}
 
 
 __all__ = ["LOADING_LABEL", "SEARCH_LABEL", "build_search_tab", "search_button", "status_line"]
