@@ -320,20 +320,22 @@ def test_user_mistakes_come_back_as_their_message(public_app: App) -> None:
     refused(client, "/index_uploads", "Choose one or more files", files=[])
 
 
-def test_app_py_serves_before_any_model_loads(tmp_path: Path) -> None:
-    """``python app.py --public`` answers before any model loads; then one real upload and search (offline models)."""
+def test_app_py_serves_first_then_warms_the_models_and_says_so(tmp_path: Path) -> None:
+    """``python app.py --public`` answers before the models load, loads them right after in the background, and
+    prints its progress (serving at URL, collection ready, models ready) in that order; then one real upload and search."""
     from crossmodal_demo.retrieval.library import open_library
 
     cfg = load_config(environ={}, indexes_dir=tmp_path / "ix")
     open_library(cfg, "ready", preset="offline", create=True).collection.close()
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CROSSMODAL_") and k != "SPACE_ID"}
-    env.update(GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env.update(GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
         [sys.executable, "app.py", "--indexes-dir", str(tmp_path / "ix"), "--collection", "ready", "--port", str(port), "--public"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     url = f"http://127.0.0.1:{port}/"
+    out = ""
     try:
         def up() -> bool:
             try:
@@ -345,7 +347,9 @@ def test_app_py_serves_before_any_model_loads(tmp_path: Path) -> None:
         client = Client(url, verbose=False, analytics_enabled=False)
         st = predict(client, "/status")
         assert st["mode"] == "public" and st["collection"] == "ready" and st["encoders"]
-        assert not any(e["loaded"] for e in st["encoders"])
+        assert st["models"]["state"] in ("loading", "ready")
+        assert eventually(lambda: predict(client, "/status")["models"]["state"] == "ready", 180)
+        assert all(e["loaded"] for e in predict(client, "/status")["encoders"])
         rep = predict(client, "/index_uploads", files=[handle_file(str(DATA / "images" / n)) for n in ("cat.jpg", "rocket.jpg")])
         assert rep["added"] == 2
         predict(client, "/set_scope", scope="mine")
@@ -353,6 +357,11 @@ def test_app_py_serves_before_any_model_loads(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        out = proc.stdout.read()
+    lines = out.splitlines()
+    order = [next(i for i, line in enumerate(lines) if line.startswith(p)) for p in ("Serving at http://", "Models ready in")]
+    assert order == sorted(order), out
+    assert "Collection 'ready' ready with 0 items." in out
 
 
 def test_app_py_rejects_an_unknown_preset_without_a_traceback() -> None:

@@ -98,3 +98,63 @@ def test_offline_bridge_from_lsa_into_the_text_space(indexed: Library) -> None:
     assert col["quality"]["recall@1"] == pytest.approx(q["quality"]["recall@1"], abs=1e-4)
     assert len(col["hits"]) == 3 and all(h["modality"] == "image" for h in col["hits"])
     assert [c["name"] for c in lab["columns"]] == ["text/content", src.name, "rrf"]
+
+
+# --------------------------------------------------------------------------- clip preset: CLAP → CLIP (tiny checkpoints)
+from tests.test_hub_presets import empty_hf_cache, tiny_clap_dir, tiny_clip_file, tiny_config  # noqa: E402,F401  (fixtures)
+
+
+class Rotated:
+    """A text encoder whose vectors are another's times a known rotation (a second 'space' with a known answer)."""
+
+    modality, name, space = "text", "rotated-text", "clip"
+
+    def __init__(self, inner, R: np.ndarray) -> None:
+        self.inner, self.R, self.dim, self.model_id = inner, R, R.shape[1], f"rotated:{inner.model_id}"
+
+    def encode(self, batch):
+        return (self.inner.encode(batch) @ self.R).astype(np.float32)
+
+
+def test_text_bridge_recovers_a_known_rotation_of_clap_text(tiny_config) -> None:
+    from crossmodal_demo.analysis.bridge import text_bridge
+    from crossmodal_demo.encoders import presets
+    from crossmodal_demo.encoders.base import EncoderSet
+    from crossmodal_demo.encoders.vocabulary import tag_names
+
+    clap = EncoderSet(presets.preset_for("clip", tiny_config), tiny_config).get("clap-text")
+    R = rotation(16, 4)
+    b = text_bridge(clap, Rotated(clap, R), tag_names()[:300], tiny_config.cache_dir)
+    assert (b.source, b.target, b.n_test) == ("clap", "clip", 60)
+    X = clap.encode(tag_names()[300:340])  # unseen texts land where the rotation puts them
+    assert np.abs(b.map_source(X) - X @ R).max() < 1e-3 and b.quality["recall@1"] == 1.0
+
+
+def test_sound_finds_pictures_through_the_bridge_in_search_and_lab(tiny_config, tmp_path) -> None:
+    import soundfile as sf
+
+    from crossmodal_demo.analysis.bridge import AUDIO_TO_IMAGE, attach_bridges
+    from crossmodal_demo.analysis.lab import run_lab
+    from crossmodal_demo.index.pipeline import index_paths
+    from crossmodal_demo.retrieval.library import open_library
+    from crossmodal_demo.retrieval.query import Query
+    from tests.fakes import FakeAudio, colour_image, tone
+
+    media = tmp_path / "media"
+    media.mkdir()
+    for c in ("red", "green", "blue"):
+        colour_image(c).save(media / f"{c}.png")
+    sf.write(media / "low.wav", tone(200.0), 16000)
+    # Whisper is not under test here: a fake transcript encoder stands in for it
+    lib = open_library(tiny_config, "bridged", preset="clip", create=True, overrides={"whisper-transcript": FakeAudio()})
+    index_paths(lib.collection, lib.encoders, [media], tiny_config)
+    assert all(len(it.labels) == 5 for it in lib.collection.items("image"))  # zero-shot CLIP tags at index time
+    (src,) = attach_bridges(lib)
+    assert attach_bridges(lib) == [src] and len(lib.extra_sources) == 1  # attached once
+    assert src.name == AUDIO_TO_IMAGE and set(src.quality) == {"recall@1", "recall@5", "mrr", "mean_cosine"}
+    res = lib.search.search(Query(audio=media / "low.wav"), target="image", k=3)
+    assert len(res.hits) == 3 and all(AUDIO_TO_IMAGE in h.sources for h in res.hits)
+    assert lib.search.search(Query(text="red"), target="image", k=3).hits[0].sources.keys() == {"clip/content"}
+    lab = run_lab(lib, Query(audio=media / "low.wav"), "image", None, ["mean-zscore"], 3, extra_sources=[src])
+    col = next(c for c in lab["columns"] if c["name"] == AUDIO_TO_IMAGE)
+    assert col["quality"] == src.quality and len(col["hits"]) == 3

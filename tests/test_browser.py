@@ -113,11 +113,20 @@ def test_desktop_examples_find_similar_lab_and_delete(browser: Any, local_app: A
         shot(page, "desktop-search-sounds.png", full=True)
 
         page.get_by_role("tab", name="Fusion lab").click()
+        expect(page.locator("#lab-table")).to_be_hidden()  # no placeholder table before the first run
         page.locator("#lab-text textarea").fill("a cat")
         page.click("#lab-button")
         expect(page.locator("#lab-summary")).to_contain_text("baseline", timeout=UI_WAIT_MS)
-        expect(page.locator("#lab-table")).to_contain_text("rrf", timeout=UI_WAIT_MS)
+        expect(page.locator("#lab-table th").last).to_contain_text("(fused)", timeout=UI_WAIT_MS)
+        page.wait_for_function("() => [...document.querySelectorAll('#lab-table img')].every(i => i.complete && i.naturalWidth > 0)",
+                               timeout=UI_WAIT_MS)
+        expect(page.locator("#lab-map .js-plotly-plot")).to_be_visible(timeout=UI_WAIT_MS)  # the interactive map
+        table_box = page.locator("#lab-table").bounding_box()
+        assert table_box["x"] + table_box["width"] <= DESKTOP["width"]  # nothing cut off at 1280 px
         shot(page, "desktop-lab.png", full=True)
+        page.locator("#lab-view").get_by_text("normalised scores").click()
+        expect(page.locator("#lab-table .hit-bar").first).to_be_visible(timeout=UI_WAIT_MS)
+        shot(page, "desktop-lab-scores.png", full=True)
 
         page.get_by_role("tab", name="Library").click()
         items = page.locator("#items-gallery img")

@@ -285,6 +285,13 @@ def test_remove_rewrites_only_the_partitions_it_changes_once(tmp_path: Path, mon
     assert Collection.open(tmp_path, "syn").rebuilt == []
 
 
+def test_vectors_of_many_items_are_read_at_once(tmp_path: Path) -> None:
+    coll = synthetic(tmp_path)
+    got = coll.vectors_for([3, 4, 99], "s", "content")
+    assert sorted(got) == [3, 4]
+    assert all(np.array_equal(got[i], coll.vectors_of(i)[("s", "content")]) for i in (3, 4))
+
+
 def test_searches_neither_wait_for_a_write_nor_see_it_half_done(tmp_path: Path) -> None:
     """A writer stalls inside its transaction (item row inserted, vectors not yet): reads and searches of
     other threads finish at once and see the collection as it was; after the commit they see the item."""

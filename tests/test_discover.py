@@ -108,3 +108,13 @@ def test_discovery_is_linear_in_the_number_of_files(tmp_path: Path, monkeypatch:
     found = discover([root])
     assert len(found.candidates) == 600 and all(c.caption == f"caption {c.path.stem[1:]}" for c in found.candidates if c.modality == "image")
     assert len(calls) <= 2 * 900  # once to index the folder, once per file; a scan per .txt made ~540,000
+
+
+def test_a_name_that_is_not_utf8_is_reported_and_the_rest_kept(tmp_path: Path) -> None:
+    bad = os.fsencode(str(tmp_path)) + b"/bad\xffname.txt"
+    with open(bad, "wb") as fh:
+        fh.write(b"hello")
+    (tmp_path / "good.txt").write_text("hello there")
+    found = discover([tmp_path])
+    assert [c.path.name for c in found.candidates] == ["good.txt"]
+    assert len(found.problems) == 1 and "not valid UTF-8" in found.problems[0].reason

@@ -213,8 +213,33 @@ def demo_indexes(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -
 
 def test_benchmark_covers_every_modality_pair() -> None:
     rows = [json.loads(x) for x in BENCHMARK.read_text().splitlines() if x.strip() and not x.startswith("#")]
-    pairs = {(next(f for f in ("text", "image", "audio") if f in r), r["target"]) for r in rows}
+    pairs = {(next(f for f in ("text", "image", "audio") if f in r), r["target"]) for r in rows if not r.get("negative")}
     assert len(rows) >= 30 and len(pairs) == 9
+    negatives = [r for r in rows if r.get("negative")]
+    assert len(negatives) >= 10 and all("relevant" not in r for r in negatives)
+
+
+def test_negative_queries_measure_match_strength_not_ranking(fake_lib: Library, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = write(
+        tmp_path / "q.jsonl",
+        [
+            '{"id": "pos", "text": "red", "target": "image", "relevant": ["red.png"]}',
+            '{"id": "neg1", "text": "violin concerto", "target": "image", "negative": true}',
+            '{"id": "neg2", "text": "a sailing boat", "target": "any", "negative": true, "note": "absent"}',
+            '{"id": "bad1", "text": "x", "target": "any", "negative": true, "relevant": ["red.png"]}',
+            '{"id": "bad2", "text": "x", "target": "any", "negative": "maybe"}',
+        ],
+    )
+    doc = evaluate_qrels(fake_lib, path, ["rrf"], depth=20)
+    assert doc["queries"] == 1  # negatives are left out of the ranking metrics
+    assert [p["line"] for p in doc["problems"]] == [4, 5]
+    assert "lists no \"relevant\"" in doc["problems"][0]["message"] and "true or false" in doc["problems"][1]["message"]
+    ms = doc["match_strength"]
+    assert (ms["negatives"], ms["negatives_weak"], ms["positives_answered"], ms["positives_strong"]) == (2, 1.0, 1, 1.0)
+    assert {q["id"]: q["top_match"] for q in ms["queries"]} == {"pos": "strong", "neg1": "weak", "neg2": "weak"}
+    args = ["evaluate", "--indexes-dir", str(fake_lib.config.indexes_dir), "--collection", "fake", "--qrels", str(path), "--methods", "rrf"]
+    assert main(args, encoders=fake_overrides()) == 0
+    assert "negative queries whose top hit is weak 1.00 (n=2)" in capsys.readouterr().out
 
 
 @pytest.mark.slow

@@ -13,12 +13,15 @@ from typing import Any
 
 import pytest
 import soundfile as sf
+from PIL import Image
 
 from crossmodal_demo.config import Config, load_config
-from crossmodal_demo.errors import FatalError
+from crossmodal_demo.errors import FatalError, MediaError
 from crossmodal_demo.index import pipeline
 from crossmodal_demo.index.pipeline import index_paths
 from crossmodal_demo.index.store import Collection
+from crossmodal_demo.ingest.discover import Candidate
+from crossmodal_demo.ingest.estimate import estimate_decoded_bytes
 from crossmodal_demo.retrieval.library import Library, open_library
 from tests.fakes import AUDIO_NAME, TEXT_NAME, FakeAudio, FakeText, fake_overrides, tone
 from tests.test_collection import assert_consistent
@@ -247,3 +250,19 @@ def test_decoded_bytes_in_flight_stay_within_the_budget(
     small = [p for p in peaks if p < 250 * MB]
     assert max(small) <= 100 * MB
     assert max(small) > 4 * 10 * MB  # the next batch was decoding while one was encoded
+
+
+def test_header_estimates_cover_the_decoded_media(tmp_path: Path, config: Config) -> None:
+    """What the budget reserves per file (read from the header) is at least what decoding holds."""
+    Image.new("RGB", (900, 600), (200, 30, 30)).save(tmp_path / "photo.png")
+    Image.new("1", (700, 700), 1).save(tmp_path / "scan.png")
+    sf.write(tmp_path / "clip.wav", tone(440.0, seconds=1.0, sr=44100), 44100)
+    (tmp_path / "note.txt").write_text("héllo wörld " * 100)
+    for name, modality in [("photo.png", "image"), ("scan.png", "image"), ("clip.wav", "audio"), ("note.txt", "text")]:
+        path = tmp_path / name
+        data = pipeline.decode(Candidate(path, modality, tmp_path), config, 16000)
+        held = len(data.tobytes()) if modality == "image" else data.samples.nbytes if modality == "audio" else len(data) * 4
+        assert estimate_decoded_bytes(path, modality, config, 16000) >= held, name
+    tight = load_config(indexes_dir=tmp_path / "ix", max_decoded_mb=1)
+    with pytest.raises(MediaError, match="CROSSMODAL_MAX_DECODED_MB"):
+        estimate_decoded_bytes(tmp_path / "photo.png", "image", tight)

@@ -259,3 +259,17 @@ def test_search_needs_no_ranx(captioned: Library, monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setitem(sys.modules, "ranx", None)  # any `import ranx` now fails
     assert captioned.search.search(Query(text="red"), target="any", k=3).hits
+
+
+def test_cli_search_fusion_option(captioned: Library, capsys: pytest.CaptureFixture) -> None:
+    from crossmodal_demo.cli.main import main
+    from tests.fakes import fake_overrides
+
+    base = ["search", "--indexes-dir", str(captioned.config.indexes_dir), "--collection", "captioned", "--text", "red sky"]
+    assert main(base + ["--fusion", "rrf", "--json"], encoders=fake_overrides()) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["query"]["fusion"] == "rrf" and all(h["match"] in ("strong", "weak") and h["sources"] for h in doc["hits"])
+    assert main(base + ["-k", "2"], encoders=fake_overrides()) == 0
+    assert " strong " in capsys.readouterr().out  # the table shows each hit's match strength
+    assert main(base + ["--fusion", "borda"]) == 2  # refused before any model loads
+    assert "Unknown fusion method 'borda'" in capsys.readouterr().err

@@ -12,6 +12,11 @@ A bridge is fitted on a training split and its quality measured on the held-out 
 retrieval: does a held-out x find its own y among all held-out ys?). That held-out quality travels
 with the bridge and is shown next to its results.
 
+With the ``clip`` preset, :func:`text_bridge` maps CLAP's text space into CLIP's text space from one
+caption vocabulary (the 1000 tag names) encoded by both text towers — paired data for free — and
+:func:`audio_to_image_source` applies it to CLAP *audio* vectors, so a sound can find a picture
+(source ``clap→clip/content``); :func:`attach_bridges` adds it to a library's fused search.
+
 With the offline preset, :func:`offline_text_bridge` builds a second space with no model at all —
 LSA (TF-IDF + truncated SVD) over texts — and bridges it into the MiniLM ``text`` space, using as
 pairs the 1000 ImageNet class names (the ConSE vocabulary) and the collection's captions/transcripts.
@@ -26,9 +31,12 @@ from typing import Any
 
 import numpy as np
 
+from crossmodal_demo.encoders.base import Encoder
 from crossmodal_demo.encoders.conse import imagenet_class_names
+from crossmodal_demo.encoders.vocabulary import cached_text_vectors, tag_names
 from crossmodal_demo.errors import UserError
 from crossmodal_demo.retrieval.library import Library
+from crossmodal_demo.retrieval.query import Query
 from crossmodal_demo.retrieval.sources import ExtraSource, target_modalities
 from crossmodal_demo.vectors import l2_normalise
 
@@ -297,3 +305,61 @@ def bridge_source(library: Library, bridge: Bridge, encode: Callable[[str], np.n
     name = f"bridge:{bridge.method}({bridge.source}->{bridge.target})/{channel}"
     desc = f"text query in {bridge.source}, mapped by {bridge.method} into {bridge.target}, against {channel} vectors"
     return ExtraSource(name, desc, rank, {k: round(v, 4) for k, v in bridge.quality.items()})
+
+
+# --------------------------------------------------------------------------- clip preset: sound → picture
+AUDIO_TO_IMAGE = "clap→clip/content"
+
+
+def text_bridge(source: Encoder, target: Encoder, texts: Sequence[str], cache_dir: Any, seed: int = 0) -> Bridge:
+    """Orthogonal Procrustes from ``source``'s text space to ``target``'s, fitted on ``texts`` embedded by both
+    (vectors cached on disk); ``quality`` is measured on a held-out 20 % of the texts."""
+    X = cached_text_vectors(source, list(texts), cache_dir)
+    Y = cached_text_vectors(target, list(texts), cache_dir)
+    return fit_bridge(X, Y, "procrustes", seed=seed, source=source.space, target=target.space)
+
+
+def audio_to_image_source(library: Library, bridge: Bridge) -> ExtraSource:
+    """Audio query → its CLAP audio vector → the bridge → CLIP space → ranked against image *content* vectors.
+
+    Used only when the query has a ``clap`` vector and no ``clip`` vector (an audio query: a text query
+    reaches CLIP directly) and the target includes images. Scores are cosines in the CLIP space.
+    """
+
+    def rank_vectors(vectors: dict[str, np.ndarray], target: str, depth: int) -> dict[str, float]:
+        x = vectors.get(bridge.source)
+        if x is None or bridge.target in vectors or "image" not in target_modalities(target):
+            return {}
+        q = l2_normalise(bridge.map_source(x))[0].astype(np.float32)
+        scores, ids = library.collection.search((bridge.target, "content", "image"), q[None, :], depth)
+        return {str(int(i)): float(sc) for sc, i in zip(scores[0], ids[0]) if i >= 0}
+
+    def rank(query: Query, target: str, depth: int) -> dict[str, float]:
+        if query.modality != "audio":
+            return {}
+        vectors, _ = library.search.encode_query(query)
+        return rank_vectors(vectors, target, depth)
+
+    desc = f"audio in {bridge.source}, mapped by orthogonal Procrustes (fitted on {bridge.n_train} texts) into {bridge.target}, against image content"
+    quality = {k: round(v, 4) for k, v in bridge.quality.items()}
+    return ExtraSource(AUDIO_TO_IMAGE, desc, rank, quality, rank_vectors=rank_vectors)
+
+
+def bridge_sources(library: Library) -> list[ExtraSource]:
+    """The bridges this library's preset can offer: audio→image through CLAP→CLIP when both spaces exist."""
+    spaces = library.encoders.spaces()
+    if not {"clap", "clip"} <= set(spaces):
+        return []
+    clap, clip = library.encoders.text_encoder_for("clap"), library.encoders.text_encoder_for("clip")
+    if clap is None or clip is None:
+        return []
+    bridge = text_bridge(clap, clip, tag_names(), library.config.cache_dir)
+    return [audio_to_image_source(library, bridge)]
+
+
+def attach_bridges(library: Library) -> list[ExtraSource]:
+    """Add :func:`bridge_sources` to ``library.extra_sources`` (once), so its main search fuses them in; returns them."""
+    have = {e.name for e in library.extra_sources}
+    new = [e for e in bridge_sources(library) if e.name not in have]
+    library.extra_sources.extend(new)
+    return [e for e in library.extra_sources if e.name == AUDIO_TO_IMAGE]

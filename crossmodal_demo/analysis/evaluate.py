@@ -115,7 +115,7 @@ def build_runs(
 
 def _match_row(library: Library, q: QrelsQuery, vectors: dict[str, np.ndarray], exclude: set[int]) -> dict[str, Any]:
     """The main search's top-:data:`MATCH_K` for one query → its top hit's match and its best relevant hit's."""
-    hits = library.search.search_vectors(vectors, q.target, MATCH_K, modality=q.modality, exclude=exclude)
+    hits = library.search.search_vectors(vectors, q.target, MATCH_K, exclude=exclude)
     rel = next((h for h in hits if h.id in q.items), None)
     return {
         "id": q.id,

@@ -64,6 +64,8 @@ def run_lab(
     terms = as_terms(query)
     vectors, info = encode_terms(library, terms)
     available = list_sources(library, list(vectors), target)
+    given = {e.name for e in extra_sources}  # plus the library's own (e.g. attach_bridges), once each
+    extra_sources = [*extra_sources, *(e for e in library.extra_sources if e.name not in given)]
     extra_names = {e.name for e in extra_sources}
     chosen = select_sources(available, None if sources is None else [s for s in sources if s not in extra_names])
     lists = rank_sources(library, vectors, chosen, target, max(depth, k))

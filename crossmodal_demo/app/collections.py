@@ -56,7 +56,7 @@ class OpenCollections:
         self.preset = preset
         self.max_open = max(1, int(max_open))
         self._overrides = dict(overrides or {})
-        self._shared: dict[str, dict[str, Encoder]] = {}  # preset name → its encoder objects
+        self._shared: dict[str, EncoderSet] = {}  # preset name → the encoder set its collections share
         self._entries: OrderedDict[CollectionRef, _Entry] = OrderedDict()
         self._lock = threading.RLock()
 
@@ -65,11 +65,10 @@ class OpenCollections:
         lib = open_library(cfg, ref.name, preset=self.preset, create=create, overrides=self._overrides or None)
         name = lib.encoders.preset.name
         if not self._overrides:
-            # Share encoder objects (and so their lazily loaded models) across collections of one preset;
-            # the collection opened above is kept, only its encoder set is swapped for the shared objects.
-            if name not in self._shared:
-                self._shared[name] = {s.name: lib.encoders.get(s.name) for s in lib.encoders.specs}
-            lib = Library(lib.collection, EncoderSet(lib.encoders.preset, cfg, self._shared[name]), cfg, lib.preset_reason)
+            # Share one encoder set (and so its lazily built encoders and models) across collections of one preset;
+            # the collection opened above is kept, only its encoder set is swapped for the shared one. Nothing is
+            # built here: opening a collection at start-up must not import torch or load a model.
+            lib = Library(lib.collection, self._shared.setdefault(name, lib.encoders), cfg, lib.preset_reason)
         return lib
 
     @contextmanager

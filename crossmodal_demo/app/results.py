@@ -126,16 +126,6 @@ def card_html(card: dict[str, Any], words: list[str], top: float) -> str:
     return "".join(parts)
 
 
-def gallery_caption(hit: dict[str, Any]) -> str:
-    """Short caption under a picture: rank, name, score, why (and labels when known)."""
-    text = f"#{hit['rank']} {hit.get('name', '')} · {hit['score']:.2f} · {why_matched(hit)}"
-    if hit.get("match") == "weak":
-        text += " · weak"
-    if hit.get("labels"):
-        text += f" · {labels_text(hit['labels'], 2)}"
-    return text
-
-
 RESULTS_CSS = """
 .hit {padding: 2px 4px;}
 .hit-thumb {display: block; width: 100%; height: 170px; object-fit: contain; background: var(--background-fill-secondary); border-radius: 6px; margin-bottom: 4px;}
@@ -167,6 +157,6 @@ RESULTS_CSS = """
 """
 
 __all__ = [
-    "RESULTS_CSS", "card_html", "excerpt", "gallery_caption", "highlight", "labels_text", "query_words",
+    "RESULTS_CSS", "card_html", "excerpt", "highlight", "labels_text", "query_words",
     "score_fraction", "source_words", "strip_markdown", "why_matched",
 ]

@@ -170,7 +170,8 @@ class AppService:
                 for spec in lib.encoders.specs:
                     lib.encoders.get(spec.name).encode([_tiny_input(spec.modality)])
             # One real search: FAISS indexes, SQLite pages and the query path are warm for the first visitor.
-            search_actions.search(self, Visitor(session="warm-up"), text="warm up", target="any", k=10)
+            for target in ("any", "image", "text", "audio"):  # every target's indexes and calibration
+                search_actions.search(self, Visitor(session="warm-up"), text="warm up", target=target, k=10)
             self.models.seconds = round(time.perf_counter() - t0, 1)
             self.models.state = "ready"
             self.announce(f"Models ready in {self.models.seconds:.1f} s.")

@@ -33,8 +33,6 @@ class Visitor:
     last_lab: dict[str, Any] | None = None
     last_eval: dict[str, Any] | None = None
     pending_delete: list[int] = field(default_factory=list)
-    gallery_ranks: list[int] = field(default_factory=list)  # rank of each picture in the results gallery
-    selected_rank: int | None = None  # the picture picked in the gallery (for "Find similar")
     saw_loading: bool = False  # this page was open while models loaded: tell it when they are ready
     told_ready: bool = False
 

@@ -131,7 +131,6 @@ class BatchEncoder:
         return None
 
 
-
 def guarded(enc: Encoder, call: Callable[[], R]) -> R:
     """``call()``; a failure of an encoder whose model is not loaded is a :class:`ModelFailed`."""
     try:

@@ -4,7 +4,8 @@ Work is done only where it is needed, cheapest test first:
 
 1. ``stat``: a file stored at the same path with the same size and mtime is ``unchanged`` — not opened.
 2. hash (worker threads, a bounded window ahead): a hash already in the collection is a duplicate (or,
-   at the same path, a touched file: ``unchanged``); a header that breaks a per-file budget is refused.
+   at the same path, a touched file: ``unchanged``, its stored mtime kept, so later runs hash it again
+   but never decode it); a header that breaks a per-file budget is refused.
 3. decode (worker threads) only new or changed files, while the previous batch is encoded. Each file
    reserves its header estimate of decoded bytes first: at most ``max_decoded_in_flight_mb``
    (CROSSMODAL_MAX_DECODED_IN_FLIGHT_MB) is held across the decode pool and the batch being encoded; a
@@ -33,7 +34,8 @@ from crossmodal_demo.config import Config
 from crossmodal_demo.encoders.base import EncoderSet
 from crossmodal_demo.errors import FatalError, MediaError
 from crossmodal_demo.index.batch_encode import BatchEncoder, ModelFailed, Prepared
-from crossmodal_demo.index.store import Collection, Item
+from crossmodal_demo.index.protocol import Store
+from crossmodal_demo.index.schema import Item
 from crossmodal_demo.ingest.audio import AudioLimits, load_audio
 from crossmodal_demo.ingest.discover import Candidate, Problem, discover
 from crossmodal_demo.ingest.estimate import estimate_decoded_bytes
@@ -174,7 +176,7 @@ def _storage_failure(exc: BaseException, name: str) -> tuple[str, str] | None:
 
 
 def index_paths(
-    collection: Collection,
+    collection: Store,
     encoders: EncoderSet,
     paths: Sequence[Path],
     config: Config,
@@ -210,7 +212,7 @@ def index_paths(
 class _Run:
     """State of one :func:`index_paths` call (the stages are described in the module docstring)."""
 
-    def __init__(self, collection: Collection, encoders: EncoderSet, config: Config, report: IndexReport,
+    def __init__(self, collection: Store, encoders: EncoderSet, config: Config, report: IndexReport,
                  on_progress: ProgressFn | None, total: int) -> None:
         self.collection, self.encoders, self.config, self.report = collection, encoders, config, report
         self.on_progress, self.total, self.done = on_progress, total, 0
@@ -244,7 +246,7 @@ class _Run:
                 jobs = ahead + self.submit(decoders, (nxt or [])[len(ahead):], force=True)
                 cur, nxt = nxt, (next(batches, None) if nxt else None)
             if self.stale:
-                self.report.replaced.extend(self.collection.remove(self.stale, flush=False))
+                self.report.replaced.extend(self.collection.remove(self.stale))
         finally:
             for fut in jobs:
                 fut.cancel()
@@ -342,7 +344,7 @@ class _Run:
             self.report.added.append(item_id)
             stale.extend(it.id for it in self.known.pop(item.path, []))  # a changed file replaces its old version
         if stale:
-            self.report.replaced.extend(self.collection.remove(stale, flush=False))  # written by the final flush
+            self.report.replaced.extend(self.collection.remove(stale))
         self.held -= sum(p.est for p in batch)
         self.progress(len(batch), batch[-1].cand.path.name)
 

@@ -111,6 +111,17 @@ class CollectionReads:
         rows = self._query("SELECT space, channel, vec FROM vectors WHERE item_id=?", (item_id,))
         return {(s, c): np.frombuffer(v, dtype=np.float32).copy() for s, c, v in rows}
 
+    def vectors_for(self, ids: Iterable[int], space: str, channel: str) -> dict[int, np.ndarray]:
+        """Stored vectors of many items in one (space, channel), ``{id: float32 (dim,)}``, in one read per 500 ids."""
+        ids = [int(i) for i in ids]
+        out: dict[int, np.ndarray] = {}
+        for s in range(0, len(ids), 500):  # SQLite's bound-parameter limit
+            chunk = ids[s : s + 500]
+            rows = self._query(f"SELECT item_id, vec FROM vectors WHERE space=? AND channel=? AND item_id IN "
+                               f"({','.join('?' * len(chunk))})", (space, channel, *chunk))
+            out.update({int(i): np.frombuffer(v, dtype=np.float32).copy() for i, v in rows})
+        return out
+
     def index_kinds(self) -> dict[str, str]:
         """'space.channel.modality' → 'flat' | 'ivf' | 'ivfsq8' (for status and tests)."""
         return {".".join(k): p.kind for k, p in self._parts.items()}

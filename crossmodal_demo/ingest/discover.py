@@ -92,11 +92,24 @@ def discover(
                 )
                 continue
             real = f.resolve()
+            if not _utf8_name(real):
+                # The collection stores paths as UTF-8 text; a name that is not valid UTF-8 cannot be kept.
+                out.problems.append(Problem(str(f), "file name is not valid UTF-8; rename it (e.g. with convmv) and index it again"))
+                continue
             if real in seen:
                 continue
             seen.add(real)
             out.candidates.append(Candidate(real, modality, root, captions.for_file(f) if modality != "text" else None))
     return out
+
+
+def _utf8_name(p: Path) -> bool:
+    """True when ``p`` is valid UTF-8 (undecodable bytes appear as lone surrogates in Python's str)."""
+    try:
+        str(p).encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def _walk(root: Path, problems: list[Problem]) -> list[Path]:

@@ -39,21 +39,28 @@ STRONG, WEAK = "strong", "weak"
 
 
 class Calibrator:
-    """Background vectors per (space, query modality) and per-item z-scores against them."""
+    """Background vectors per space and per-item z-scores against them (one instance per search)."""
 
     def __init__(self, collection: Collection, encoders: EncoderSet, threshold: float = STRONG_Z) -> None:
         self.collection = collection
         self.encoders = encoders
         self.threshold = threshold
+        self._backgrounds: dict[str, np.ndarray | None] = {}  # per space, for the life of this calibrator (one search)
 
-    def background(self, space: str, query_modality: str = "text") -> np.ndarray | None:
+    def background(self, space: str) -> np.ndarray | None:
         """Unrelated-concept vectors float32 (M, dim) in ``space`` (None when the space has no text encoder).
 
         A space with a ConSE image encoder uses its 1000 class texts (already embedded and cached when
         the collection was indexed; image vectors there are mixtures of them); other spaces the tag
         prompts of :func:`~crossmodal_demo.encoders.vocabulary.tag_vectors` (cached too, also used for
-        labels). ``query_modality`` is accepted for future per-modality backgrounds; today all share one.
+        labels). Queries of every modality share it (see the module docstring for what that costs).
         """
+        if space in self._backgrounds:
+            return self._backgrounds[space]
+        self._backgrounds[space] = self._load_background(space)
+        return self._backgrounds[space]
+
+    def _load_background(self, space: str) -> np.ndarray | None:
         for spec in self.encoders.specs_for("image"):
             if spec.space == space:
                 enc = self.encoders.get(spec.name)
@@ -61,9 +68,9 @@ class Calibrator:
                     return np.asarray(enc.class_vectors(), dtype=np.float32)
         return tag_vectors(self.encoders, space)
 
-    def item_z(self, space: str, channel: str, query_modality: str, scores: Mapping[int, float]) -> dict[int, float]:
+    def item_z(self, space: str, channel: str, scores: Mapping[int, float]) -> dict[int, float]:
         """``{item id: z}`` for items' raw ``scores`` in (``space``, ``channel``); items without a vector there are left out."""
-        bg = self.background(space, query_modality)
+        bg = self.background(space)
         if bg is None or not scores:
             return {}
         ids, vecs = [], []
@@ -78,15 +85,16 @@ class Calibrator:
         mu, sd = B.mean(axis=0), np.maximum(B.std(axis=0), 1e-6)
         return {i: float((scores[i] - m) / s) for i, m, s in zip(ids, mu, sd)}
 
-    def strengths(self, lists: Mapping[str, Mapping[str, float]], items: list[int], query_modality: str) -> dict[int, float]:
+    def strengths(self, lists: Mapping[str, Mapping[str, float]], items: list[int]) -> dict[int, float]:
         """Best z over the sources (``"space/channel"`` → ``{id str: raw score}``) that ranked each of ``items``."""
         best: dict[int, float] = {}
         for name, ranked in lists.items():
             space, _, channel = name.rpartition("/")
+            space = space.rpartition("→")[2]  # a bridged source ("clap→clip/content") scores in its target space
             here = {i: ranked[str(i)] for i in items if str(i) in ranked}
             if not space or not here:
                 continue
-            for i, z in self.item_z(space, channel, query_modality, here).items():
+            for i, z in self.item_z(space, channel, here).items():
                 best[i] = max(best.get(i, -np.inf), z)
         return best
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from crossmodal_demo.config import Config
@@ -14,6 +14,7 @@ from crossmodal_demo.errors import UserError
 from crossmodal_demo.index.protocol import create_collection, open_collection
 from crossmodal_demo.index.store import Collection, Item, check_name
 from crossmodal_demo.retrieval.search import SearchService
+from crossmodal_demo.retrieval.sources import ExtraSource
 
 DEFAULT_PRESET = "auto"  # clip when its weights can be had, else offline (encoders/presets.py)
 
@@ -26,11 +27,13 @@ class Library:
     encoders: EncoderSet
     config: Config
     preset_reason: str = ""  # why this preset was chosen (auto's choice), for the CLI / app banner
+    # sources beyond the collection's spaces that the main search fuses in (e.g. analysis.bridge.attach_bridges)
+    extra_sources: list[ExtraSource] = field(default_factory=list)
 
     @property
     def search(self) -> SearchService:
         """A SearchService over this collection (cheap to create)."""
-        return SearchService(self.collection, self.encoders, self.config)
+        return SearchService(self.collection, self.encoders, self.config, self.extra_sources)
 
 
 def open_library(

@@ -20,6 +20,7 @@ from fastapi.routing import APIRoute
 from gradio import utils
 
 from crossmodal_demo.app.lab_actions import warm_up_fusion
+from crossmodal_demo.app.lab_view import LAB_CSS
 from crossmodal_demo.app.results import RESULTS_CSS
 from crossmodal_demo.app.serving import ITEM_ROUTE
 from crossmodal_demo.app.service import AppService
@@ -33,7 +34,7 @@ from crossmodal_demo.app.visitors import Visitor
 
 PACKAGE_DIR = Path(__file__).resolve().parents[2]
 # Phones (≤ 640 px): tighter page, tables keep their first columns only.
-PAGE_CSS = RESULTS_CSS + """
+PAGE_CSS = RESULTS_CSS + LAB_CSS + """
 #banner {margin: 0;}
 #title h2 {margin: 0;}
 #title small {font-weight: normal; font-size: 0.6em; color: var(--body-text-color-subdued);}
@@ -49,8 +50,7 @@ PAGE_CSS = RESULTS_CSS + """
   #title small {display: none;}
   #query-row {flex-wrap: nowrap !important;}
   #query-row > div:first-child {min-width: 0 !important;}
-  .hide-on-phone, table th:nth-child(n+4), table td:nth-child(n+4) {display: none !important;}
-  #lab-table table th:nth-child(n+4), #lab-table table td:nth-child(n+4) {display: table-cell !important;}
+  table:not(.lab) th:nth-child(n+4), table:not(.lab) td:nth-child(n+4) {display: none !important;}
 }
 """
 

@@ -1,8 +1,8 @@
 """The Fusion lab tab: one query ranked by each single source and each fusion method, side by side.
 
 ``/lab`` returns the lab document as JSON text and keeps it in the visitor's state; private steps
-build the side-by-side table, the contributions of a clicked cell and the 2-D map from that
-server-side copy. No fusion is computed here: :mod:`crossmodal_demo.analysis.lab` does that.
+build the side-by-side table (thumbnails; ranks or normalised scores), each source's share of a
+chosen method's scores and the 2-D map (Plotly) from that server-side copy. No fusion is computed here: :mod:`crossmodal_demo.analysis.lab` does that.
 """
 
 from __future__ import annotations
@@ -13,38 +13,19 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from crossmodal_demo.analysis.lab import lab_table, movement_tag
+from crossmodal_demo.analysis.lab import movement_tag
 from crossmodal_demo.app import lab_actions
+from crossmodal_demo.app.lab_view import METHOD_SETS, VIEWS, lab_html, lab_map, method_set_help
 from crossmodal_demo.app.service import AppService
 from crossmodal_demo.app.ui.common import BROWSE, PRIVATE, SEARCH, action, dumps
 from crossmodal_demo.app.visitors import Visitor
 from crossmodal_demo.retrieval.fusion import method_names
 from crossmodal_demo.retrieval.search import TARGETS
 
-EXPLAIN_PROMPT = "Click a cell of a fused column above to see what each source adds to its score."
 EVERY_SOURCE = [f"{space}/{channel}" for space in ("clip", "clap", "text") for channel in ("content", "caption")]
 
 
 # ------------------------------------------------------------------------------ presentation helpers
-
-
-def column_header(col: dict[str, Any], baseline: str | None) -> str:
-    """``text/content ★ baseline``, ``text/caption`` or ``rrf (fused)``."""
-    if col["kind"] == "fused":
-        return f"{col['name']} (fused)"
-    return f"{col['name']} ★ baseline" if col["name"] == baseline else col["name"]
-
-
-def lab_frame(result: dict[str, Any] | None) -> pd.DataFrame:
-    """The side-by-side table: one row per rank, one column per single source and per fused ranking.
-
-    A cell is ``item name · score``; fused cells add the rank movement vs the baseline source (▲2 / ▼1 / = / new).
-    """
-    if not result:
-        return pd.DataFrame(columns=["rank"])
-    cols = result["columns"]
-    rows = lab_table(result)
-    return pd.DataFrame(rows, columns=["rank", *(column_header(c, result.get("baseline")) for c in cols)])
 
 
 def contributions_frame(result: dict[str, Any] | None, method: str | None, rank: int | None = None) -> pd.DataFrame:
@@ -97,75 +78,46 @@ def lab_summary(result: dict[str, Any] | None, warm: str = "ready") -> str:
     return "\n\n".join(lines)
 
 
-def lab_map_figure(result: dict[str, Any] | None) -> Any:
-    """Matplotlib figure of the 2-D projection: the query (star) and each result's content and caption points."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.4, 4.6), dpi=100, layout="constrained")
-    ax = fig.add_subplot()
-    proj = (result or {}).get("projection") or {}
-    points = proj.get("points") or []
-    styles = {"content": ("o", "#3b6fd4", "content"), "caption": ("^", "#e08a1e", "caption")}
-    for channel, (marker, color, label) in styles.items():
-        pts = [p for p in points if p["kind"] == "result" and p.get("channel") == channel]
-        if pts:
-            ax.scatter([p["x"] for p in pts], [p["y"] for p in pts], marker=marker, c=color, s=60, label=f"result ({label})", alpha=0.85)
-    for p in points:
-        if p["kind"] == "result":
-            ax.annotate(p["label"].rsplit(" (", 1)[0], (p["x"], p["y"]), fontsize=9, xytext=(5, 4), textcoords="offset points", color="#333")
-    q = [p for p in points if p["kind"] == "query"]
-    if q:
-        ax.scatter([q[0]["x"]], [q[0]["y"]], marker="*", c="#d62828", s=260, label="query", zorder=5, edgecolors="black", linewidths=0.5)
-    method = (proj.get("method") or "").upper() or "no projection (too few points)"
-    ax.set_title(f"{method} of the {proj.get('space', '?')} space: query and results", fontsize=10)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.margins(0.18)  # room for the names next to the points
-    if points:
-        ax.legend(fontsize=8, loc="best")
-    return fig
-
-
-
-
 # ------------------------------------------------------------------------------------------ the tab
 
 
 def build_lab_tab(service: AppService, visitor: gr.State) -> None:
     """Add the Fusion lab tab (call inside ``gr.Tabs()``)."""
     methods_all = method_names()
+    sets = {name: [m for m in methods if m in methods_all] for name, (methods, _) in METHOD_SETS.items()}
     with gr.Tab("Fusion lab", id="lab") as lab_tab:
-        gr.Markdown(
-            "Rank one query by **each source alone** (the query's vector against the items' content or caption vectors) "
-            "and by **fusion methods** side by side. Fused cells show the rank movement against the baseline source: "
-            "▲ moved up, ▼ moved down, *new* = the baseline did not rank it."
-        )
+        gr.Markdown("Rank one query by **each source alone** (the query against the items' content, or their captions) and by "
+                    "**fusion methods** that combine them, side by side. ▲/▼ = moved up/down against the baseline source; *new* = "
+                    "only fusion found it.", elem_id="lab-intro")
+        with gr.Row(equal_height=True):
+            lab_text = gr.Textbox(label="Query", show_label=False, placeholder="Type a query, e.g. a cup of coffee", max_length=service.config.max_query_chars,
+                                  elem_id="lab-text", scale=5, container=False)
+            lab_btn = gr.Button("Run the lab", variant="primary", elem_id="lab-button", scale=1, min_width=120)
         with gr.Row():
-            with gr.Column(scale=3):
-                lab_text = gr.Textbox(label="Type a query", placeholder="e.g. a cup of coffee", max_length=service.config.max_query_chars, elem_id="lab-text")
-                with gr.Row():
-                    lab_image = gr.Image(label="…or an image", sources=["upload", "webcam", "clipboard"], type="filepath", image_mode=None, height=170)
-                    lab_audio = gr.Audio(label="…or an audio clip", sources=["upload", "microphone"], type="filepath")
-                with gr.Row():
-                    extra_text = gr.Textbox(label="Add a text term (query arithmetic)", placeholder="e.g. at night", max_length=service.config.max_query_chars, scale=3)
-                    extra_weight = gr.Slider(-1, 1, value=0.5, step=0.05, label="its weight (negative subtracts)", scale=2)
-            with gr.Column(scale=2):
-                lab_btn = gr.Button("Run the lab", variant="primary", elem_id="lab-button")
-                lab_target = gr.Radio(list(TARGETS), value="image", label="Find")
-                # The server checks a CheckboxGroup's input against its choices as built: every source any preset can have.
-                lab_sources = gr.CheckboxGroup(EVERY_SOURCE, value=None, label="Sources (none ticked = all)", elem_id="lab-sources")
-                lab_methods = gr.CheckboxGroup(methods_all, value=list(lab_actions.LAB_METHODS), label="Fusion methods", elem_id="lab-methods")
-                with gr.Row():
-                    lab_k = gr.Slider(1, lab_actions.MAX_LAB_K, value=8, step=1, label="k (rows)", scale=1)
-                    lab_weights = gr.Textbox(label="wsum weights (optional)", placeholder="text/caption=2, text/content=1", scale=2)
+            lab_target = gr.Radio(list(TARGETS), value="image", label="Find", scale=2, min_width=260)
+            lab_set = gr.Radio(list(METHOD_SETS) + ["custom"], value="recommended", label="Fusion methods", scale=3, min_width=300, elem_id="lab-set")
+            lab_k = gr.Slider(1, lab_actions.MAX_LAB_K, value=8, step=1, label="Rows", scale=1, min_width=160)
+        with gr.Accordion("What the method sets do · all methods and sources", open=False):
+            gr.Markdown(method_set_help())
+            lab_methods = gr.CheckboxGroup(methods_all, value=sets["recommended"], label="Fusion methods (ticking any makes the set “custom”)", elem_id="lab-methods")
+            # The server checks a CheckboxGroup's input against its choices as built: every source any preset can have.
+            lab_sources = gr.CheckboxGroup(EVERY_SOURCE, value=None, label="Sources (none ticked = all)", elem_id="lab-sources")
+            lab_weights = gr.Textbox(label="Weights for wsum (optional)", placeholder="text/caption=2, text/content=1")
+        with gr.Accordion("…or an image or audio clip as the query · query arithmetic", open=False):
+            with gr.Row():
+                lab_image = gr.Image(label="Image", sources=["upload", "webcam", "clipboard"], type="filepath", image_mode=None, height=160)
+                lab_audio = gr.Audio(label="Audio clip", sources=["upload", "microphone"], type="filepath")
+            with gr.Row():
+                extra_text = gr.Textbox(label="Add a text term", placeholder="e.g. at night", max_length=service.config.max_query_chars, scale=3)
+                extra_weight = gr.Slider(-1, 1, value=0.5, step=0.05, label="its weight (negative subtracts)", scale=2)
         lab_md = gr.Markdown(elem_id="lab-summary")
-        lab_df = gr.Dataframe(label="Side by side (click a fused cell to explain it)", interactive=False, wrap=True, elem_id="lab-table")
-        with gr.Row(equal_height=False):
+        lab_view = gr.Radio(list(VIEWS), value="ranks", label="Show", visible=False, elem_id="lab-view")
+        lab_table = gr.HTML(elem_id="lab-table", visible=False)
+        with gr.Row(equal_height=False, visible=False) as details:
             with gr.Column(scale=3):
-                explain_md = gr.Markdown(EXPLAIN_PROMPT)
-                contrib_df = gr.Dataframe(label="Each source's share of the fused score", interactive=False, wrap=True, elem_id="lab-contributions")
+                explain = gr.Dropdown(choices=[], label="What each source adds to a fused score", elem_id="lab-explain")
+                contrib_df = gr.Dataframe(interactive=False, wrap=True, elem_id="lab-contributions", show_label=False)
             with gr.Column(scale=2):
-                gr.Markdown("2-D map of the query and the results (closer = more similar in that space)")
                 lab_map = gr.Plot(show_label=False, elem_id="lab-map")
         with gr.Accordion("Lab result as JSON (what the /lab API returns)", open=False):
             lab_json = gr.Code(language="json", label="lab result", interactive=False)
@@ -179,24 +131,26 @@ def build_lab_tab(service: AppService, visitor: gr.State) -> None:
         res = lab_actions.lab(service, visitor, text, image, audio, target, sources or None, methods, k, weights, extra_text, extra_weight)
         return dumps(res), visitor
 
-    @action
-    def show_lab(visitor: Visitor, request: gr.Request) -> tuple[str, pd.DataFrame, str, pd.DataFrame, Any]:
-        res = visitor.last_lab
-        first = next((c["name"] for c in (res or {}).get("columns", []) if c["kind"] == "fused"), None)
-        explain = f"Contributions to **{first}** (click a fused cell above for another method or one item)." if first else "No fusion method ticked."
-        return lab_summary(res, service.fusion_warm), lab_frame(res), explain, contributions_frame(res, first), lab_map_figure(res)
+    def table(visitor: Visitor, view: str) -> str:
+        res = visitor.last_lab or {}
+        ref = visitor.last_refs.get(res.get("collection", ""))
+        return lab_html(res, view if view in VIEWS else "ranks", lambda i: f"{service.file_link(ref, i)}?size=thumb" if ref else None)
 
     @action
-    def select_cell(visitor: Visitor, evt: gr.SelectData, request: gr.Request) -> tuple[str, pd.DataFrame]:
-        res = visitor.last_lab or {}
-        cols = res.get("columns", [])
-        index = evt.index if isinstance(evt.index, (list, tuple)) and len(evt.index) == 2 else (None, None)
-        row, col = index
-        if not isinstance(col, int) or not isinstance(row, int) or not 1 <= col <= len(cols) or cols[col - 1]["kind"] != "fused":
-            first = next((c["name"] for c in cols if c["kind"] == "fused"), None)
-            return "That is a single source; click a fused column to see what each source adds.", contributions_frame(res, first)
-        name = cols[col - 1]["name"]
-        return f"Contributions to **{name}**, rank {row + 1}.", contributions_frame(res, name, row + 1)
+    def show_lab(view: str, visitor: Visitor, request: gr.Request) -> tuple[Any, ...]:
+        res = visitor.last_lab
+        fused = [c["name"] for c in (res or {}).get("columns", []) if c["kind"] == "fused"]
+        first = fused[0] if fused else None
+        return (lab_summary(res, service.fusion_warm), gr.Radio(visible=True), gr.HTML(table(visitor, view), visible=True),
+                gr.Row(visible=True), gr.Dropdown(choices=fused, value=first), contributions_frame(res, first), lab_map(res))
+
+    @action
+    def switch_view(view: str, visitor: Visitor, request: gr.Request) -> str:
+        return table(visitor, view)
+
+    @action
+    def explain_method(method: str, visitor: Visitor, request: gr.Request) -> pd.DataFrame:
+        return contributions_frame(visitor.last_lab, method)
 
     @action
     def refresh_sources(target: str, current: list[str] | None, visitor: Visitor, request: gr.Request) -> Any:
@@ -207,16 +161,20 @@ def build_lab_tab(service: AppService, visitor: gr.State) -> None:
         kept = [s for s in (current or []) if s in names]
         return gr.CheckboxGroup(choices=names, value=kept or names)
 
-    lab_text.input(None, [lab_text, lab_image, lab_audio], [lab_image, lab_audio], js="(t, i, a) => t ? [null, null] : [i, a]")
     lab_image.input(None, [lab_image, lab_text, lab_audio], [lab_text, lab_audio], js="(i, t, a) => i ? ['', null] : [t, a]")
     lab_audio.input(None, [lab_audio, lab_text, lab_image], [lab_text, lab_image], js="(a, t, i) => a ? ['', null] : [t, i]")
+    lab_text.input(None, [lab_text, lab_image, lab_audio], [lab_image, lab_audio], js="(t, i, a) => t ? [null, null] : [i, a]")
+    lab_set.input(lambda name: gr.CheckboxGroup(value=sets.get(name, sets["recommended"])) if name in sets else gr.CheckboxGroup(),
+                  lab_set, lab_methods, **PRIVATE)
+    lab_methods.input(lambda: "custom", None, lab_set, **PRIVATE)
     gr.on(
         [lab_btn.click, lab_text.submit], lab,
         [lab_text, lab_image, lab_audio, lab_target, lab_sources, lab_methods, lab_k, lab_weights, extra_text, extra_weight, visitor],
         [lab_json, visitor], api_name="lab", show_progress_on=[lab_md, lab_btn], **SEARCH,
-    ).success(show_lab, visitor, [lab_md, lab_df, explain_md, contrib_df, lab_map], **PRIVATE, **BROWSE)
-    lab_df.select(select_cell, visitor, [explain_md, contrib_df], **PRIVATE)
+    ).success(show_lab, [lab_view, visitor], [lab_md, lab_view, lab_table, details, explain, contrib_df, lab_map], **PRIVATE, **BROWSE)
+    lab_view.change(switch_view, [lab_view, visitor], lab_table, **PRIVATE)
+    explain.input(explain_method, [explain, visitor], contrib_df, **PRIVATE)
     gr.on([lab_target.change, lab_tab.select], refresh_sources, [lab_target, lab_sources, visitor], lab_sources, **PRIVATE, **BROWSE)
 
 
-__all__ = ["build_lab_tab", "contributions_frame", "lab_frame", "lab_map_figure", "lab_summary"]
+__all__ = ["build_lab_tab", "contributions_frame", "lab_summary"]

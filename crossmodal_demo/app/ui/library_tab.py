@@ -28,7 +28,7 @@ def report_markdown(rep: dict[str, Any] | None) -> str:
     if not rep:
         return ""
     if "removed" in rep:
-        names = ", ".join(f"`{md_escape(n)}`" for n in rep.get("names", [])[:10])
+        names = ", ".join(f"**{md_escape(n)}**" for n in rep.get("names", [])[:10]) + (" …" if len(rep.get("names", [])) > 10 else "")
         return f"🗑 Deleted **{len(rep['removed'])}** item(s) from {rep['collection']}: {names}."
     text = (
         f"Added **{rep['added']}** item(s) to {rep['collection']} in {rep['seconds']:.1f} s "
@@ -36,7 +36,7 @@ def report_markdown(rep: dict[str, Any] | None) -> str:
     )
     if rep.get("ignored"):
         text += f" Ignored {len(rep['ignored'])} file(s) (listed below)."
-    return text + "".join(f"\n\n- note: `{md_escape(n['path'])}`: {md_escape(n['note'])}" for n in rep.get("notes", []))
+    return text + "".join(f"\n\n- note: **{md_escape(n['path'])}**: {md_escape(n['note'])}" for n in rep.get("notes", []))
 
 
 def items_table(items: list[dict[str, Any]]) -> pd.DataFrame:
@@ -145,7 +145,7 @@ def build_library_tab(service: AppService, visitor: gr.State) -> dict[str, Any]:
         plan = library_actions.describe_delete(service, visitor, ids)
         if not plan["items"]:
             raise gr.Error(f"No item with those ids in {plan['collection']}.", print_exception=False)
-        names = ", ".join(f"`{md_escape(i['name'])}`" for i in plan["items"][:10]) + (" …" if len(plan["items"]) > 10 else "")
+        names = ", ".join(f"**{md_escape(i['name'])}**" for i in plan["items"][:10]) + (" …" if len(plan["items"]) > 10 else "")
         return f"Delete **{len(plan['items'])}** item(s) from {plan['collection']}: {names}? This cannot be undone.", gr.Row(visible=True)
 
     # ---------------------------------------------------------------- wiring

@@ -29,7 +29,11 @@ def status_markdown(st: dict[str, Any]) -> str:
     lines += ["", "| encoder | takes | space | dim | model | loaded |", "|---|---|---|---|---|---|"]
     for e in st["encoders"]:
         lines.append(f"| {e['name']} | {e['modality']} | {e['space']} | {e['dim']} | `{e['model_id']}` | {'yes' if e['loaded'] else 'not yet'} |")
-    lines += ["", "Models load on first use, so the first search or upload takes a few seconds longer."]
+    m = st.get("models") or {}
+    lines += ["", {"loading": "Models are loading in the background; a search made now waits for them.",
+                   "ready": f"Models loaded and warmed up in {m.get('seconds', 0):.1f} s after start.",
+                   "failed": f"Preloading the models failed ({m.get('error')}); they load on first use."}.get(
+        m.get("state", ""), "Models load on first use, so the first search or upload takes a few seconds longer.")]
     b = st["demo_build"]
     if b["state"] != "idle":
         lines += ["", f"**Demo collection build:** {b['state']} ({b['done']}/{b['total'] or '?'} files)" + (f" — rebuilt because it was {b['reason']}" if b.get("reason") else "")]
