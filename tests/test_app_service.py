@@ -170,7 +170,11 @@ def test_text_query_over_the_limit_is_refused_without_echo(public: AppService) -
 def test_killed_upload_leaves_no_unindexed_files_after_restart(tmp_path: Path) -> None:
     svc = make_service(tmp_path)
     svc.close()
-    files = pictures(tmp_path / "up", *(["red", "green", "blue", "yellow"] * 10))
+    (tmp_path / "up").mkdir()
+    files = []
+    for i, c in enumerate(["red", "green", "blue", "yellow"] * 10):  # 40 different files (sizes differ), no duplicates
+        colour_image(c, (40 + i, 32)).save(tmp_path / "up" / f"{c}-{i}.png")
+        files.append(str(tmp_path / "up" / f"{c}-{i}.png"))
     script = textwrap.dedent(f"""
         import os, signal, sys
         sys.path.insert(0, {str(ROOT)!r})

@@ -28,7 +28,7 @@ from crossmodal_demo.app.visitors import Visitor
 from crossmodal_demo.errors import UserError
 from crossmodal_demo.index.pipeline import ProgressFn
 from crossmodal_demo.ingest.uploads import UploadBudget, extract_zip
-from crossmodal_demo.retrieval.fusion import DEFAULT_METHODS, RANX_LOCK, parse_method, parse_weights, warm_up
+from crossmodal_demo.retrieval.fusion import DEFAULT_METHODS, RANX_LOCK, fuse, method_names, parse_method, parse_weights
 from crossmodal_demo.retrieval.library import Library
 from crossmodal_demo.retrieval.query import check_target
 from crossmodal_demo.retrieval.sources import list_sources, target_modalities
@@ -41,12 +41,16 @@ EXPORT_COLUMNS = ["name", "kind", "answered", "recall@1", "recall@5", "recall@10
 
 
 def warm_up_fusion(service: Any) -> threading.Thread:
-    """Compile ranx's numba kernels (~12 s once per process) in a daemon thread; serving never waits."""
+    """Compile ranx's numba kernels (~12 s once per process) in a daemon thread, one method at a time and only
+    while no search runs (compiling holds the GIL: a search would wait for it); serving never waits."""
 
     def run() -> None:
+        a, b = {"d1": 0.9, "d2": 0.5}, {"d2": 2.0, "d3": 1.0}
         try:
-            with RANX_LOCK:
-                warm_up()
+            for name in method_names():
+                service.wait_until_idle()
+                with RANX_LOCK:
+                    fuse({"a": a, "b": b}, name)
             service.fusion_warm = "ready"
         except Exception:  # fusion then compiles on first use; the app keeps serving
             log.exception("fusion warm-up failed")

@@ -98,6 +98,11 @@ def search(service: Any, visitor: Visitor, text: Any = None, image: Any = None, 
     and ``url``: a signed link to the item's file through this server (``base_url`` + path; see
     :meth:`AppService.file_link`). ``path`` is a display path (never a server path in public mode).
     """
+    with service.searching():
+        return _search(service, visitor, text, image, audio, target, k, base_url)
+
+
+def _search(service: Any, visitor: Visitor, text: Any, image: Any, audio: Any, target: str, k: Any, base_url: str) -> dict[str, Any]:
     check_target(str(target)[:40])
     k = as_k(k, MAX_K)
     query = make_query(service, text, image, audio)

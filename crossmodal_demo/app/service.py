@@ -94,6 +94,8 @@ class AppService:
         self.announce: Callable[[str], None] = log.info  # start-up progress; app.py prints it
         self._threads: list[threading.Thread] = []
         self._deferred: list[tuple[Any, str]] = []
+        self._searching = 0  # searches running now (background warm-ups give way to them)
+        self._searching_lock = threading.Lock()
         self._defer = False
 
     # ------------------------------------------------------------------ start-up
@@ -180,6 +182,22 @@ class AppService:
             self.models.state, self.models.error = "failed", f"{type(exc).__name__}: {exc}"
         if self.fusion_warm == "idle":
             lab_actions.warm_up_fusion(self)
+
+    @contextmanager
+    def searching(self) -> Iterator[None]:
+        """Mark a visitor's search as running while the block runs (see :meth:`wait_until_idle`)."""
+        with self._searching_lock:
+            self._searching += 1
+        try:
+            yield
+        finally:
+            with self._searching_lock:
+                self._searching -= 1
+
+    def wait_until_idle(self, poll: float = 0.05) -> None:
+        """Block while any search runs: background work yields the CPU (and the GIL) to visitors."""
+        while self._searching:
+            time.sleep(poll)
 
     def file_link(self, ref: CollectionRef, item_id: int, base_url: str = "") -> str:
         """A signed link a remote client can download item ``item_id`` of ``ref`` from (see serving.item_link)."""

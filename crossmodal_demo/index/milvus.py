@@ -1,8 +1,7 @@
 """A collection kept in Milvus (issue 14): the same interface as the SQLite + FAISS ``Collection``.
 
-The same ``MilvusClient`` code talks to Milvus Lite (the URI is a local ``*.db`` path: embedded, one
-process at a time), a Milvus Lite or standalone server (``http://host:19530``) or a distributed
-cluster — only the URI changes. Several app processes share one collection through a server URI.
+One ``MilvusClient`` code path for Milvus Lite (a local ``*.db`` path: embedded, one process at a time),
+a server (``http://host:19530``: Lite, standalone or a cluster); processes share collections via a server URI.
 
 Layout in Milvus (``P`` = the collection's prefix, stored in its manifest)::
 
@@ -15,8 +14,7 @@ the item row last; a remove deletes the item row first. Readers only return item
 when the file is indexed again. Item ids are derived from the content hash (52 bits, exact in
 JavaScript too), so processes adding at once need no id counter; a rare clash takes the next free id.
 
-The local folder ``<indexes>/<name>/`` still holds ``manifest.json`` (with ``store: milvus`` and the
-URI, so every command reopens it here) and the app's ``media/`` and ``thumbs/``.
+``<indexes>/<name>/`` keeps ``manifest.json`` (``store: milvus``, the URI) and the app's media/ and thumbs/.
 """
 
 from __future__ import annotations
@@ -105,8 +103,10 @@ class MilvusCollection:
         self._prefix = str(manifest["milvus_prefix"])
         self._lock = threading.RLock()
         self._client = connect(self.uri)
-        self._known: set[str] = set(self._client.list_collections())
+        self._known: set[str] = set()
+        self._know(self._client.list_collections())
         self._listed = time.monotonic()
+        self._keys: tuple[float, list[IndexKey]] | None = None  # (when, index_keys()) cache
         self._ensure_items()
 
     # ------------------------------------------------------------------ opening
@@ -125,11 +125,9 @@ class MilvusCollection:
         mine = {n: (e["space"], e["dim"], e["model_id"]) for n, e in self.manifest.get("encoders", {}).items()}
         theirs = {n: (e["space"], e["dim"], e["model_id"]) for n, e in manifest.get("encoders", {}).items()}
         if mine != theirs:
-            raise UserError(
-                f"Collection {self.name!r} was built with preset {self.manifest.get('preset')!r}; preset "
-                f"{manifest.get('preset')!r} uses different encoders. Use --preset {self.manifest.get('preset')}, "
-                f"or index into a new collection (--collection NEW)."
-            )
+            raise UserError(f"Collection {self.name!r} was built with preset {self.manifest.get('preset')!r}; preset "
+                            f"{manifest.get('preset')!r} uses different encoders. Use --preset {self.manifest.get('preset')}, "
+                            "or index into a new collection (--collection NEW).")
 
     def close(self) -> None:
         """Make writes durable and disconnect."""
@@ -162,7 +160,7 @@ class MilvusCollection:
 
         name = self._items_name()
         if name in self._known or self._client.has_collection(name):
-            self._known.add(name)
+            self._know([name])
             return
         s = self._client.create_schema(auto_id=False, enable_dynamic_field=False)
         s.add_field("id", DataType.INT64, is_primary=True)
@@ -187,15 +185,22 @@ class MilvusCollection:
             s.add_field("modality", DataType.VARCHAR, max_length=16)
             s.add_field("vec", DataType.FLOAT_VECTOR, dim=int(self.manifest["spaces"][space]))
             self._client.create_collection(name, schema=s, index_params=self._index_params("vec"))
-        self._known.add(name)
+        self._know([name])
         return name
+
+    def _know(self, names: Iterable[str]) -> None:
+        """Remember Milvus collections and load ours: a reopened one starts 'released' (not searchable)."""
+        for n in names:
+            if n.startswith(self._prefix + "__") and n not in self._known:
+                self._client.load_collection(n)
+            self._known.add(n)
 
     def _vector_names(self) -> dict[tuple[str, str], str]:
         """(space, channel) → Milvus collection, for those that exist (another process may have made one:
         the list is re-read when a partition is missing, at most every 2 s)."""
         wanted = {self._vec_name(s, c) for s in self.manifest.get("spaces", {}) for c in CHANNELS}
         if not wanted <= self._known and time.monotonic() - self._listed > 2.0:
-            self._known |= set(self._client.list_collections())
+            self._know(self._client.list_collections())
             self._listed = time.monotonic()
         out = {}
         for space in self.manifest.get("spaces", {}):
@@ -210,9 +215,9 @@ class MilvusCollection:
             out.extend(self._client.get(coll or self._items_name(), ids=ids[s : s + CHUNK], output_fields=fields))
         return out
 
-    def _where(self, expr: str, fields: list[str]) -> list[dict[str, Any]]:
-        """All item rows matching filter ``expr`` (paged with an iterator)."""
-        it = self._client.query_iterator(self._items_name(), batch_size=1000, filter=expr, output_fields=fields)
+    def _where(self, expr: str, fields: list[str], coll: str | None = None) -> list[dict[str, Any]]:
+        """All rows of ``coll`` (default: items) matching filter ``expr`` (paged with an iterator)."""
+        it = self._client.query_iterator(coll or self._items_name(), batch_size=2000, filter=expr, output_fields=fields)
         out: list[dict[str, Any]] = []
         try:
             while batch := it.next():
@@ -239,7 +244,8 @@ class MilvusCollection:
                        for r in self._where(f"sha256 in {json.dumps(hashes[s:s + CHUNK])}", ["sha256"])}
             ids: list[int] = []
             taken: set[int] = set()
-            owner = {int(r["id"]): r["sha256"] for r in self._rows(sorted({_id_for(h) for h in hashes}), ["sha256"])}
+            preferred = sorted({_id_for(h) for h in hashes})
+            owner = dict.fromkeys(preferred, "") | {int(r["id"]): r["sha256"] for r in self._rows(preferred, ["sha256"])}
             for it in items:
                 if it.sha256 in present:
                     ids.append(-1)
@@ -266,16 +272,17 @@ class MilvusCollection:
                     for it, item_id in zip(items, ids) if item_id >= 0]
             if rows:
                 self._client.upsert(self._items_name(), rows)  # the commit marker
+            self._keys = None
             return ids
 
     def _free_id(self, sha256: str, taken: set[int], owner: dict[int, str]) -> int:
         """The hash-derived id, or the next one not used by other content (clashes are rare: 52 bits).
-        ``owner``: id → hash of rows already looked up; ``taken``: ids given out in this batch."""
+        ``owner``: id → hash of the row holding it ("" when free), as looked up; ``taken``: ids given out in this batch."""
         item_id = _id_for(sha256)
         while True:
-            if item_id not in owner:
-                owner.update({int(r["id"]): r["sha256"] for r in self._rows([item_id], ["sha256"])})
-            if item_id not in taken and owner.get(item_id, sha256) == sha256:
+            if item_id not in owner:  # "" = free
+                owner[item_id] = next((r["sha256"] for r in self._rows([item_id], ["sha256"])), "")
+            if item_id not in taken and owner[item_id] in ("", sha256):
                 taken.add(item_id)
                 return item_id
             item_id += 1
@@ -289,6 +296,7 @@ class MilvusCollection:
             self._client.delete(self._items_name(), ids=present)
             for coll in self._vector_names().values():
                 self._client.delete(coll, ids=present)
+            self._keys = None
             return present
 
     # ------------------------------------------------------------------ reads
@@ -349,25 +357,23 @@ class MilvusCollection:
         if coll is None:
             return np.zeros(0, dtype=np.int64)
         with self._lock:
-            it = self._client.query_iterator(coll, batch_size=5000, filter=f"modality == {_quote(key[2])}", output_fields=["id"])
-            ids: list[int] = []
-            try:
-                while batch := it.next():
-                    ids.extend(int(r["id"]) for r in batch)
-            finally:
-                it.close()
-        return np.array(sorted(ids), dtype=np.int64)
+            rows = self._where(f"modality == {_quote(key[2])}", ["id"], coll)
+        return np.array(sorted(int(r["id"]) for r in rows), dtype=np.int64)
 
     def index_keys(self) -> list[IndexKey]:
-        """The (space, channel, modality) partitions that currently hold vectors."""
-        keys = []
+        """The (space, channel, modality) partitions that currently hold vectors. Every search asks, and a
+        count is a scan in Milvus: the answer is kept 2 s (and dropped by this process's own writes)."""
         with self._lock:
+            if self._keys is not None and time.monotonic() - self._keys[0] < 2.0:
+                return list(self._keys[1])
+            keys = []
             for (space, channel), coll in self._vector_names().items():
                 for m in MODALITIES:
                     res = self._client.query(coll, filter=f"modality == {_quote(m)}", output_fields=["count(*)"])
                     if res and int(res[0]["count(*)"]) > 0:
                         keys.append((space, channel, m))
-        return sorted(keys)
+            self._keys = (time.monotonic(), sorted(keys))
+            return list(self._keys[1])
 
     def index_kinds(self) -> dict[str, str]:
         """'space.channel.modality' → 'milvus' (the index lives in Milvus)."""

@@ -118,7 +118,7 @@ def build_lab_tab(service: AppService, visitor: gr.State) -> None:
                 explain = gr.Dropdown(choices=[], label="What each source adds to a fused score", elem_id="lab-explain")
                 contrib_df = gr.Dataframe(interactive=False, wrap=True, elem_id="lab-contributions", show_label=False)
             with gr.Column(scale=2):
-                lab_map = gr.Plot(show_label=False, elem_id="lab-map")
+                map_plot = gr.Plot(show_label=False, elem_id="lab-map")
         with gr.Accordion("Lab result as JSON (what the /lab API returns)", open=False):
             lab_json = gr.Code(language="json", label="lab result", interactive=False)
 
@@ -171,7 +171,7 @@ def build_lab_tab(service: AppService, visitor: gr.State) -> None:
         [lab_btn.click, lab_text.submit], lab,
         [lab_text, lab_image, lab_audio, lab_target, lab_sources, lab_methods, lab_k, lab_weights, extra_text, extra_weight, visitor],
         [lab_json, visitor], api_name="lab", show_progress_on=[lab_md, lab_btn], **SEARCH,
-    ).success(show_lab, [lab_view, visitor], [lab_md, lab_view, lab_table, details, explain, contrib_df, lab_map], **PRIVATE, **BROWSE)
+    ).success(show_lab, [lab_view, visitor], [lab_md, lab_view, lab_table, details, explain, contrib_df, map_plot], **PRIVATE, **BROWSE)
     lab_view.change(switch_view, [lab_view, visitor], lab_table, **PRIVATE)
     explain.input(explain_method, [explain, visitor], contrib_df, **PRIVATE)
     gr.on([lab_target.change, lab_tab.select], refresh_sources, [lab_target, lab_sources, visitor], lab_sources, **PRIVATE, **BROWSE)
