@@ -12,6 +12,10 @@ At each size (10k / 100k / 1M; quick: 10k / 100k / 200k) one growing collection 
 At the largest size the collection is then re-indexed as ``ivfsq8`` (compressed IVF re-ranked from
 SQLite): ``p5_bytes_per_vector`` (RSS added by opening ÷ vectors), its formula value, its recall@10
 against exact search and latency.
+Milvus (needs requirements-scale.txt): the same first 100k rows in a Milvus Lite store — add items/s,
+search latency and recall through the service, ``p5_milvus_search_ratio`` = its latency ÷ FAISS's.
+Ray: indexing items/s on benchmarks/labelled_photos (offline preset), local engine vs ``--engine ray``
+with 2 actors (``p5_ray_speed_ratio``).
 """
 
 from __future__ import annotations
@@ -32,7 +36,12 @@ sys.path.insert(0, str(ROOT))
 
 from crossmodal_demo.config import load_config  # noqa: E402
 from crossmodal_demo.index import faiss_index as ann  # noqa: E402
+from crossmodal_demo.index.milvus import MilvusCollection  # noqa: E402
+from crossmodal_demo.index.pipeline import index_paths  # noqa: E402
+from crossmodal_demo.index.protocol import open_collection  # noqa: E402
+from crossmodal_demo.index.ray_engine import index_paths_ray, start_ray  # noqa: E402
 from crossmodal_demo.index.store import Collection, NewItem  # noqa: E402
+from crossmodal_demo.retrieval.library import open_library  # noqa: E402
 from crossmodal_demo.retrieval.search import SearchService  # noqa: E402
 
 DIM = 512
@@ -85,14 +94,15 @@ def add_range(coll: Collection, start: int, stop: int) -> float:
     return spent
 
 
-def probe(indexes: Path, name: str, kind: str, queries: Path) -> dict[str, float | str]:
-    """In this (fresh) process: open the collection with index ``kind``, then measure RSS and search."""
+def probe(indexes: Path, name: str, kind: str, queries: Path, truth: Path) -> dict[str, float | str]:
+    """In this (fresh) process: open the collection (its store; index ``kind`` for SQLite + FAISS), then measure
+    RSS and search latency, and recall@10 against the exact rows in ``truth``."""
     import faiss  # noqa: F401  # loaded before the baseline: the library itself is not per-vector memory
 
     config = load_config(indexes_dir=indexes, index_kind=kind)
     base = rss_bytes()
     t0 = time.perf_counter()
-    coll = Collection.open(indexes, name, ann.policy_for(config))
+    coll = open_collection(config, name)
     open_s = time.perf_counter() - t0
     added = rss_bytes() - base
     n = coll.counts()["total"]
@@ -104,13 +114,10 @@ def probe(indexes: Path, name: str, kind: str, queries: Path) -> dict[str, float
         hits = service.search_vectors({"s": row}, "text", 10)
         times.append(time.perf_counter() - t)
         got.append([int(Path(h.path).stem) for h in hits])  # rows of the data set: store-independent
-    truth_file = queries.with_suffix(".truth.npy")
-    recall = -1.0
-    if truth_file.is_file():
-        truth = np.load(truth_file)
-        recall = float(np.mean([len(set(a) & set(b.tolist())) / 10 for a, b in zip(got, truth)]))
+    recall = float(np.mean([len(set(a) & set(b.tolist())) / 10 for a, b in zip(got, np.load(truth))]))
     key = ("s", "content", "text")
-    ix = getattr(coll, "_indexes", {}).get(key)  # the in-memory index, for its formula size
+    part = getattr(coll, "_parts", {}).get(key)  # the in-memory FAISS snapshot, for its formula size
+    ix = part.merged().base if part is not None else None
     out = {"open_s": round(open_s, 3), "rss_mb": round(added / 2**20, 1), "rss_bytes_per_vector": round(added / max(1, n), 1),
            "bytes_per_vector_formula": ann.bytes_per_vector(ix, DIM) if ix is not None else -1,
            "kind": coll.index_kinds().get(".".join(key), "?"), "rebuilt": len(coll.rebuilt),
@@ -119,8 +126,8 @@ def probe(indexes: Path, name: str, kind: str, queries: Path) -> dict[str, float
     return out
 
 
-def _probe_in_subprocess(indexes: Path, name: str, kind: str, queries: Path) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--probe", str(indexes), name, kind, str(queries)]
+def _probe_in_subprocess(indexes: Path, name: str, kind: str, queries: Path, truth: Path) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--probe", str(indexes), name, kind, str(queries), str(truth)]
     res = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -138,8 +145,9 @@ def exact_top10(queries: np.ndarray, n: int) -> np.ndarray:
     return best_i
 
 
-def bench_scale(tmp: Path, quick: bool, sizes: list[int] | None = None) -> dict[str, float | int | str]:
-    """The scale curve (see the module docstring); flat ``p5_*`` keys. ``sizes`` overrides the sizes (tests)."""
+def bench_scale(tmp: Path, quick: bool, sizes: list[int] | None = None, with_ray: bool = True) -> dict[str, float | int | str]:
+    """The scale curve, Milvus next to FAISS and Ray vs local (see the module docstring); flat ``p5_*`` keys.
+    ``sizes`` overrides the sizes (trials)."""
     sizes = sizes or ([10_000, 100_000, 200_000] if quick else [10_000, 100_000, 1_000_000])
     indexes = tmp / "scale"
     config = load_config(indexes_dir=indexes)
@@ -149,6 +157,7 @@ def bench_scale(tmp: Path, quick: bool, sizes: list[int] | None = None) -> dict[
     np.save(qfile, queries)
     res: dict[str, float | int | str] = {"p5_sizes": "/".join(f"{s // 1000}k" for s in sizes)}
     per_item: dict[int, float] = {}
+    truth: dict[int, Path] = {}
     have = 0
     for size in sizes:
         add_range(coll, have, size - PROBE)
@@ -162,18 +171,19 @@ def bench_scale(tmp: Path, quick: bool, sizes: list[int] | None = None) -> dict[
         res[f"p5_add_items_per_s_{tag}"] = round(PROBE / probe_s, 1)
         res[f"p5_flush_s_{tag}"] = round(flush_s, 2)
         coll.close()
-        got = _probe_in_subprocess(indexes, "scale", config.index_kind, qfile)
-        for k in ("open_s", "rss_mb", "search_ms", "kind"):
+        truth[size] = tmp / f"scale_truth_{size}.npy"
+        np.save(truth[size], exact_top10(queries, size))
+        got = _probe_in_subprocess(indexes, "scale", config.index_kind, qfile, truth[size])
+        for k in ("open_s", "rss_mb", "search_ms", "kind", "recall_at_10"):
             res[f"p5_{k}_{tag}"] = got[k]
         coll = Collection.open(indexes, "scale", ann.policy_for(config))
     coll.close()
     res["p5_growth_ratio"] = round(per_item[sizes[-1]] / per_item[sizes[0]], 3)
-    np.save(qfile.with_suffix(".truth.npy"), exact_top10(queries, sizes[-1]))
     t0 = time.perf_counter()
-    _probe_in_subprocess(indexes, "scale", "ivfsq8", qfile)  # converts the partition (rebuild from SQLite)
+    _probe_in_subprocess(indexes, "scale", "ivfsq8", qfile, truth[sizes[-1]])  # converts the partition (rebuild from SQLite)
     res["p5_compress_rebuild_s"] = round(time.perf_counter() - t0, 1)
-    sq = _probe_in_subprocess(indexes, "scale", "ivfsq8", qfile)
-    exact = _probe_in_subprocess(indexes, "scale", "flat", qfile)  # rebuilds flat: recall 1 by construction
+    sq = _probe_in_subprocess(indexes, "scale", "ivfsq8", qfile, truth[sizes[-1]])
+    exact = _probe_in_subprocess(indexes, "scale", "flat", qfile, truth[sizes[-1]])  # rebuilds flat: recall 1 by construction
     res.update({
         "p5_compressed_kind": sq["kind"], "p5_compressed_items": sizes[-1],
         "p5_bytes_per_vector": sq["rss_bytes_per_vector"], "p5_bytes_per_vector_formula": sq["bytes_per_vector_formula"],
@@ -181,7 +191,54 @@ def bench_scale(tmp: Path, quick: bool, sizes: list[int] | None = None) -> dict[
         "p5_compressed_open_s": sq["open_s"], "p5_exact_recall_check": exact["recall_at_10"],
         "p5_exact_search_ms": exact["search_ms"], "p5_exact_bytes_per_vector": exact["rss_bytes_per_vector"],
     })
+    res.update(bench_milvus(tmp, indexes, qfile, truth, res))
+    if with_ray:
+        res.update(bench_ray(tmp, quick))
     return res
+
+
+def bench_ray(tmp: Path, quick: bool, actors: int = 2) -> dict[str, float | int | str]:
+    """Indexing items/s on the benchmark photos (offline preset): the local engine vs ``--engine ray`` with
+    ``actors`` actors (Ray start-up reported apart; each engine loads its models inside the timing)."""
+    try:
+        import ray  # noqa: F401  # optional (requirements-scale.txt)
+    except ImportError:
+        return {"p5_ray": "ray not installed (pip install -r requirements-scale.txt)"}
+    photos = sorted((ROOT / "benchmarks" / "labelled_photos").glob("*.jpg"))[: 48 if quick else None]
+    config = load_config(indexes_dir=tmp / "ray_ix", preset="offline")
+    t0 = time.perf_counter()
+    start_ray(config.ray_address)
+    out: dict[str, float | int | str] = {"p5_ray_photos": len(photos), "p5_ray_actors": actors,
+                                         "p5_ray_start_s": round(time.perf_counter() - t0, 1)}
+    for name in ("local", "ray"):
+        lib = open_library(config, f"photos_{name}", preset="offline", create=True)
+        if name == "ray":
+            report = index_paths_ray(lib.collection, lib.encoders, photos, config, actors=actors)
+        else:
+            report = index_paths(lib.collection, lib.encoders, photos, config)
+        lib.collection.close()
+        out[f"p5_{name}_items_per_s"] = round(report.items_per_second, 2)
+    out["p5_ray_speed_ratio"] = round(float(out["p5_ray_items_per_s"]) / max(1e-9, float(out["p5_local_items_per_s"])), 3)
+    return out
+
+
+def bench_milvus(tmp: Path, indexes: Path, qfile: Path, truth: dict[int, Path], curve: dict) -> dict[str, float | int | str]:
+    """The same data (100k rows, or the largest size below) in a Milvus Lite store next to FAISS: add items/s,
+    search latency and recall through the service, and the latency ratio Milvus ÷ FAISS at that size."""
+    try:
+        import pymilvus  # noqa: F401  # optional (requirements-scale.txt)
+    except ImportError:
+        return {"p5_milvus": "pymilvus not installed (pip install -r requirements-scale.txt)"}
+    n = max(s for s in truth if s <= 100_000) if any(s <= 100_000 for s in truth) else min(truth)
+    coll = MilvusCollection.create(indexes / "scale_milvus", "scale_milvus", MANIFEST, str(tmp / "scale_milvus.db"))
+    spent = add_range(coll, 0, n)
+    coll.close()
+    got = _probe_in_subprocess(indexes, "scale_milvus", "auto", qfile, truth[n])
+    tag = f"{n // 1000}k"
+    return {"p5_milvus_items": n, "p5_milvus_add_items_per_s": round(n / spent, 1), "p5_milvus_search_ms": got["search_ms"],
+            "p5_milvus_recall_at_10": got["recall_at_10"], "p5_milvus_open_s": got["open_s"],
+            "p5_milvus_search_ratio": round(got["search_ms"] / curve[f"p5_search_ms_{tag}"], 2),
+            "p5_milvus_recall_ratio": round(got["recall_at_10"] / max(1e-9, curve[f"p5_recall_at_10_{tag}"]), 3)}
 
 
 def main() -> int:
@@ -189,11 +246,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--probe", nargs=4, metavar=("INDEXES", "NAME", "KIND", "QUERIES"), help=argparse.SUPPRESS)
+    ap.add_argument("--probe", nargs=5, metavar=("INDEXES", "NAME", "KIND", "QUERIES", "TRUTH"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.probe:
-        indexes, name, kind, queries = args.probe
-        print(json.dumps(probe(Path(indexes), name, kind, Path(queries))))
+        indexes, name, kind, queries, truth = args.probe
+        print(json.dumps(probe(Path(indexes), name, kind, Path(queries), Path(truth))))
         return 0
     import tempfile
 

@@ -78,8 +78,9 @@ def eager_load_seconds() -> float:
     return time.perf_counter() - t0
 
 
-def wait_until_ready(url: str, seconds: float = 900) -> dict[str, Any]:
-    """Poll ``/status`` until the demo is built and the models are warm; returns the last status."""
+def wait_until_ready(url: str, seconds: float = 900, fusion: bool = False) -> dict[str, Any]:
+    """Poll ``/status`` until the demo is built and the models are warm (``fusion``: and the fusion kernels
+    compiled); returns the last status."""
     from gradio_client import Client
 
     client = Client(url, verbose=False, analytics_enabled=False)
@@ -87,7 +88,8 @@ def wait_until_ready(url: str, seconds: float = 900) -> dict[str, Any]:
     st: dict[str, Any] = {}
     while time.time() < end:
         st = json.loads(client.predict(api_name="/status"))
-        if st["demo_build"]["state"] in ("done", "idle", "failed") and st.get("models", {}).get("state") in ("ready", "failed"):
+        if (st["demo_build"]["state"] in ("done", "idle", "failed") and st.get("models", {}).get("state") in ("ready", "failed")
+                and (not fusion or st.get("fusion_warm") in ("ready", "failed"))):
             return st
         time.sleep(1)
     raise RuntimeError(f"the app was not ready within {seconds:.0f} s: {st.get('demo_build')} {st.get('models')}")
@@ -125,6 +127,7 @@ def bench_startup(tmp: Path, quick: bool) -> dict[str, float | int | str]:
         client.predict(api_name="/status")  # the client's own first call (connection, session) is not the search's cost
         time.sleep(max(0.0, FIRST_SEARCH_AFTER - (time.perf_counter() - launched)))
         first = timed_search(client, QUERIES[0])
+        wait_until_ready(f"http://127.0.0.1:{port}/", fusion=True)  # warm = nothing left warming in the background
         warm = statistics.median(timed_search(client, q) for q in QUERIES[1:(4 if quick else None)])
     finally:
         stop(proc)

@@ -148,7 +148,7 @@ def test_sound_finds_pictures_through_the_bridge_in_search_and_lab(tiny_config, 
     # Whisper is not under test here: a fake transcript encoder stands in for it
     lib = open_library(tiny_config, "bridged", preset="clip", create=True, overrides={"whisper-transcript": FakeAudio()})
     index_paths(lib.collection, lib.encoders, [media], tiny_config)
-    assert all(len(it.labels) == 5 for it in lib.collection.items("image"))  # zero-shot CLIP tags at index time
+    assert all(len(it.labels) == 5 for it in lib.collection.items())  # zero-shot CLIP / CLAP (sound) tags at index time
     (src,) = attach_bridges(lib)
     assert attach_bridges(lib) == [src] and len(lib.extra_sources) == 1  # attached once
     assert src.name == AUDIO_TO_IMAGE and set(src.quality) == {"recall@1", "recall@5", "mrr", "mean_cosine"}

@@ -6,7 +6,7 @@ the image/audio inputs are folded. Warm start: the Search button says "Loading m
 loads, then "Search", with a toast. Public mode: upload to the private workspace, search "my uploads", leave, and
 the workspace is gone. Needs ``pip install playwright`` and ``apt-get install chromium`` (never ``playwright
 install``: no browser download); skips with the reason when either is missing. Screenshots go to
-``test-artifacts/`` (git-ignored); the desktop search one is also saved as ``docs/screenshot-search.png``.
+``test-artifacts/`` (git-ignored); a slow test takes the README's ``docs/screenshot-search.png`` with the real models.
 """
 
 from __future__ import annotations
@@ -93,7 +93,6 @@ def test_desktop_examples_find_similar_lab_and_delete(browser: Any, local_app: A
         page.wait_for_function("() => [...document.querySelectorAll('#result-grid img')].every(i => i.complete && i.naturalWidth > 0)",
                                timeout=UI_WAIT_MS)  # every thumbnail loaded through its signed link
         shot(page, "desktop-search-example.png")
-        shutil.copyfile(shot(page, "desktop-search-full.png", full=True), ROOT / "docs" / "screenshot-search.png")
 
         first = grid.locator(".hit-name").first.inner_text()
         grid.locator(".similar-button").first.click()
@@ -133,12 +132,15 @@ def test_desktop_examples_find_similar_lab_and_delete(browser: Any, local_app: A
         expect(items.first).to_be_visible(timeout=UI_WAIT_MS)
         items.first.click()
         expect(page.locator("#delete-ids textarea, #delete-ids input").first).not_to_have_value("", timeout=UI_WAIT_MS)
+        chosen = page.locator("#delete-ids textarea, #delete-ids input").first.input_value()
         page.click("#delete-button")
         expect(page.locator("#delete-confirm-text")).to_contain_text("This cannot be undone", timeout=UI_WAIT_MS)
         shot(page, "desktop-library-confirm.png")
         page.click("#delete-confirm")
         expect(page.locator("#delete-result")).to_contain_text("Deleted 1 item(s) from demo", timeout=UI_WAIT_MS)
-        shot(page, "desktop-library-deleted.png")
+        expect(page.locator("#delete-confirm")).to_be_hidden()
+        expect(page.locator("#items-gallery")).not_to_contain_text(f"#{chosen} ", timeout=UI_WAIT_MS)  # the list is back without it
+        shot(page, "desktop-library-deleted.png", full=True)
     finally:
         page.close()
 
@@ -225,3 +227,35 @@ def test_public_walk_upload_search_and_leave(browser: Any, tmp_path_factory: pyt
         if not closed:
             page.close()
         app.close()
+
+
+@pytest.mark.slow
+def test_readme_screenshot_with_the_real_offline_models(browser: Any, tmp_path: Path) -> None:
+    """The README's search-tab picture (docs/screenshot-search.png): the demo built with the real offline models, "a cat"."""
+    from crossmodal_demo.app.service import AppService
+    from crossmodal_demo.app.ui.build import build_ui, launch_options
+    from crossmodal_demo.config import load_config
+    from tests.test_app_http import free_port
+
+    service = AppService(load_config(indexes_dir=tmp_path / "ix"))
+    service.start(background=False, warm=True)
+    assert service.build.state == "done" and service.models.state == "ready"
+    demo = build_ui(service)
+    demo.launch(prevent_thread_lock=True, quiet=True, **{**launch_options(service), "server_name": "127.0.0.1", "server_port": free_port()})
+    page = browser.new_page(viewport=DESKTOP)
+    try:
+        page.goto(demo.local_url)
+        expect(page.locator("#status-line")).to_contain_text("Ready", timeout=UI_WAIT_MS)
+        run_example(page, "text", "for “a cat” → image in demo")
+        expect(page.locator("#result-grid .hit-name").first).to_have_text("cat.jpg", timeout=UI_WAIT_MS)
+        page.wait_for_function("() => [...document.querySelectorAll('#result-grid img')].every(i => i.complete && i.naturalWidth > 0)",
+                               timeout=UI_WAIT_MS)
+        page.mouse.move(0, 0)
+        shutil.copyfile(shot(page, "readme-search.png"), ROOT / "docs" / "screenshot-search.png")
+        run_example(page, "speech", "for the audio clip → text")
+        expect(page.locator("#result-cards .hit-name").first).to_have_text("appointments.md", timeout=UI_WAIT_MS)
+        shot(page, "readme-speech.png", full=True)
+    finally:
+        page.close()
+        demo.close()
+        service.close()

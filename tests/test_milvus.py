@@ -139,3 +139,14 @@ def test_two_processes_on_one_server_uri_see_the_same_items(tmp_path: Path) -> N
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_closing_frees_the_lite_file_for_the_next_process(tmp_path: Path) -> None:
+    config = load_config(indexes_dir=tmp_path / "ix", store="milvus", milvus_uri=str(tmp_path / "lite.db"))
+    coll = create_collection(config, "freed", MANIFEST)
+    coll.add(new_items(unit_vectors(4)))
+    coll.close()  # the in-process Lite server holds the file until its last collection closes
+    out = subprocess.run([sys.executable, "-m", "crossmodal_demo", "list", "--collection", "freed", "--indexes-dir",
+                          str(tmp_path / "ix"), "--json"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert len(json.loads(out.stdout)["items"]) == 4

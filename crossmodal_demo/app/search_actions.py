@@ -156,7 +156,14 @@ def similar(service: Any, visitor: Visitor, rank: Any, base_url: str = "") -> di
         kw: dict[str, Any] = {"text": " ".join(load_text(path).split())[: service.config.max_query_chars]}
     else:
         kw = {item.modality: str(path)}
-    doc = search(service, visitor, target=q.get("target", "any"), k=min(k + 1, MAX_K), base_url=base_url, **kw)
+    try:
+        doc = search(service, visitor, target=q.get("target", "any"), k=min(k + 1, MAX_K), base_url=base_url, **kw)
+    except UserError:
+        if item.modality != "audio" or not item.caption:
+            raise
+        # A sound with no speech cannot be a query in a speech-only preset: its caption says what it is.
+        doc = search(service, visitor, text=item.caption[: service.config.max_query_chars], target=q.get("target", "any"),
+                     k=min(k + 1, MAX_K), base_url=base_url)
     doc["hits"] = [h for h in doc["hits"] if not (h["collection"] == hit["collection"] and h["id"] == hit["id"])][:k]
     for r, h in enumerate(doc["hits"], start=1):
         h["rank"] = r
@@ -203,7 +210,7 @@ def result_view(service: Any, visitor: Visitor) -> dict[str, Any]:
     if not result:
         return {"summary": "", "cards": []}
     q, hits = result["query"], result["hits"]
-    words = query_words(q.get("text"))
+    words = query_words(q.get("text") or q.get("transcript"))  # a voice query: mark the words it said
     top = max((h["score"] for h in hits), default=0.0)
     cards: list[dict[str, Any]] = []
     weak_seen = False

@@ -17,6 +17,7 @@ from crossmodal_demo.cli.output import display, print_json
 from crossmodal_demo.config import Config
 from crossmodal_demo.errors import UserError
 from crossmodal_demo.index.pipeline import index_paths
+from crossmodal_demo.index.ray_engine import index_paths_ray
 from crossmodal_demo.retrieval.library import open_library
 
 
@@ -34,13 +35,16 @@ def add_subcommands(sub: Any, common: argparse.ArgumentParser) -> None:
                     help="where a NEW collection lives: sqlite (SQLite + FAISS, default) or milvus; remembered by the collection")
     ix.add_argument("--milvus-uri", default=None, metavar="URI",
                     help="Milvus to use with --store milvus: a local .db path (Milvus Lite, default <collection>/milvus.db) or http://host:19530")
+    ix.add_argument("--engine", choices=("local", "ray"), default=None, help="local (default) or ray: decode + encode on Ray Data actors")
+    ix.add_argument("--ray-address", default=None, metavar="ADDRESS", help="Ray cluster for --engine ray (default: start Ray on this machine)")
     ix.set_defaults(func=cmd_index)
 
 
 def cmd_index(args: argparse.Namespace, config: Config) -> int:
     """``index``: add files/folders; tqdm progress on stderr; per-file errors listed at the end."""
     missing = [str(p) for p in args.paths if not Path(p).exists()]
-    config = replace(config, **{k: v for k, v in (("store", args.store), ("milvus_uri", args.milvus_uri)) if v is not None})
+    config = replace(config, **{k: v for k, v in (("store", args.store), ("milvus_uri", args.milvus_uri), ("engine", args.engine),
+                                                  ("ray_address", args.ray_address)) if v is not None})
     if missing and len(missing) == len(args.paths):
         raise UserError(f"No such file or folder: {', '.join(display(m) for m in missing)}")
     lib = open_library(config, args.collection, preset=args.preset, create=True, overrides=args.encoders)
@@ -53,7 +57,10 @@ def cmd_index(args: argparse.Namespace, config: Config) -> int:
         bar.set_postfix_str(display(name[:30]), refresh=False)
 
     with closing(lib.collection), closing(bar):
-        report = index_paths(lib.collection, lib.encoders, args.paths, config, on_progress=progress)
+        if config.engine == "ray":  # the same report; per-file problems as with the local engine
+            report = index_paths_ray(lib.collection, lib.encoders, args.paths, config, on_progress=progress, overrides=args.encoders)
+        else:
+            report = index_paths(lib.collection, lib.encoders, args.paths, config, on_progress=progress)
     if args.json:
         print_json({"collection": args.collection, **report.to_json()})
         return 0

@@ -9,7 +9,8 @@ Two uses:
 
 * **labels** — what the model saw in a picture: ConSE images report their classifier's own top
   classes (:meth:`~crossmodal_demo.encoders.conse.ConSEImage.labels`); other image encoders (CLIP)
-  are tagged zero-shot: ``softmax(100 · cos(image, tag))`` over the vocabulary, top 5.
+  are tagged zero-shot: ``softmax(100 · cos(image, tag))`` over the vocabulary, top 5. Sounds with a
+  CLAP vector are tagged the same way against the 50 ESC-50 classes ("the sound of rain.").
 * **background** — unrelated concepts against which match strength is calibrated
   (:mod:`crossmodal_demo.retrieval.calibration`).
 """
@@ -29,6 +30,18 @@ from crossmodal_demo.encoders.base import Encoder, EncoderSet
 from crossmodal_demo.encoders.conse import _wordnet
 
 TAG_TEMPLATE = "a photo of a {}."
+# Sound tags for CLAP: the 50 ESC-50 classes (Piczak 2015), the usual zero-shot benchmark of CLAP models.
+SOUND_TAGS = (
+    "dog", "rooster", "pig", "cow", "frog", "cat", "hen", "insects", "sheep", "crow", "rain", "sea waves",
+    "crackling fire", "crickets", "chirping birds", "water drops", "wind", "pouring water", "toilet flush",
+    "thunderstorm", "crying baby", "sneezing", "clapping", "breathing", "coughing", "footsteps", "laughing",
+    "brushing teeth", "snoring", "drinking, sipping", "door knock", "mouse click", "keyboard typing",
+    "door creaks", "can opening", "washing machine", "vacuum cleaner", "clock alarm", "clock tick",
+    "glass breaking", "helicopter", "chainsaw", "siren", "car horn", "engine", "train", "church bells",
+    "airplane", "fireworks", "hand saw",
+)
+SOUND_TEMPLATE = "the sound of {}."
+SOUND_SPACE = "clap"
 LABELS_K = 5
 CLIP_LOGIT_SCALE = 100.0  # CLIP's trained temperature: softmax(100 · cosine) is its zero-shot classifier
 _MEMO: dict[tuple[str, str], np.ndarray] = {}
@@ -102,18 +115,30 @@ def zero_shot_labels(vectors: np.ndarray, tags: np.ndarray, names: Sequence[str]
 
 def item_labels(encoders: EncoderSet, modality: str, data: Any, vectors: dict[tuple[str, str], np.ndarray],
                 k: int = LABELS_K) -> list[tuple[str, float]] | None:
-    """Top-``k`` zero-shot tags of one decoded item (images only; None otherwise or when no encoder can say).
+    """Top-``k`` zero-shot tags of one decoded item (images; sounds with CLAP), or None when no encoder can say.
 
     ``vectors`` are the item's ``{(space, channel): vector}``. An image encoder with a ``labels(batch, k)``
     capability (ConSE: its classifier's classes) answers first; otherwise the first space holding the
-    image's content vector and a text encoder tags it zero-shot against the vocabulary.
+    image's content vector and a text encoder tags it zero-shot against the vocabulary. Audio with a
+    CLAP vector is tagged against :data:`SOUND_TAGS` the same way (speech keeps its transcript too).
     """
-    if modality != "image":
-        return None
     try:
+        if modality == "audio":
+            return _sound_labels(encoders, vectors, k)
+        if modality != "image":
+            return None
         return _labels(encoders, data, vectors, k)
     except Exception:  # noqa: BLE001 — labels are a courtesy: a failure must not lose the item or the query
         return None
+
+
+def _sound_labels(encoders: EncoderSet, vectors: dict[tuple[str, str], np.ndarray], k: int) -> list[tuple[str, float]] | None:
+    vec = vectors.get((SOUND_SPACE, "content"))
+    text = encoders.text_encoder_for(SOUND_SPACE) if vec is not None else None
+    if text is None:
+        return None
+    tags = cached_text_vectors(text, [SOUND_TEMPLATE.format(t) for t in SOUND_TAGS], encoders.config.cache_dir)
+    return zero_shot_labels(vec, tags, SOUND_TAGS, k)[0]
 
 
 def _labels(encoders: EncoderSet, data: Any, vectors: dict[tuple[str, str], np.ndarray], k: int) -> list[tuple[str, float]] | None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import re
 import threading
 import time
@@ -31,30 +30,13 @@ from typing import Any, Iterable
 import numpy as np
 
 from crossmodal_demo.errors import UserError
+from crossmodal_demo.index.milvus_conn import connect, disconnect, is_lite, resolve_uri
 from crossmodal_demo.index.schema import SCHEMA_VERSION, IndexKey, Item, NewItem, atomic_write_bytes, check_name
 
 CHANNELS = ("content", "caption")
 MODALITIES = ("image", "audio", "text")
-CHUNK = 500  # ids per filter expression / get call
+CHUNK = 500  # ids per filter expression / get call; string literals in filters are json.dumps'd (Milvus parses that)
 _META = ("root", "caption", "transcript", "size", "note", "mtime", "labels")
-
-
-def is_lite(uri: str) -> bool:
-    """True when ``uri`` is a local file path (Milvus Lite), False for a server URI (http(s)://, tcp://, unix:)."""
-    return "://" not in uri and not uri.startswith("unix:")
-
-
-def resolve_uri(uri: str, root: Path) -> str:
-    """The URI to store: '' → Milvus Lite file ``<root>/milvus.db``; a relative Lite path → absolute."""
-    if not uri:
-        return str(Path(root).resolve() / "milvus.db")
-    if is_lite(uri):
-        path = Path(uri).expanduser().resolve()
-        if path.suffix != ".db":
-            raise UserError(f"Milvus Lite URI {uri!r} must be a file path ending in .db (e.g. indexes/shared.db), "
-                            "or a server URI such as http://127.0.0.1:19530 (--milvus-uri / CROSSMODAL_MILVUS_URI).")
-        return str(path)
-    return uri
 
 
 def _prefix(name: str) -> str:
@@ -62,36 +44,13 @@ def _prefix(name: str) -> str:
     return "cm_" + re.sub(r"[^A-Za-z0-9_]", "_", name) + "_" + hashlib.sha1(name.encode()).hexdigest()[:8]
 
 
-def _quote(s: str) -> str:
-    """A Milvus filter string literal (JSON escaping is accepted by its parser)."""
-    return json.dumps(s)
-
-
 def _id_for(sha256: str) -> int:
     """The preferred item id of a content hash: its first 52 bits (ids stay exact as JavaScript numbers)."""
     return int(sha256[:13], 16)
 
 
-def connect(uri: str) -> Any:
-    """A ``MilvusClient`` for ``uri``; a Lite file already open in another process fails with the fix."""
-    from pymilvus import MilvusClient  # lazy: heavy, optional (requirements-scale.txt)
-
-    # Milvus Lite lacks AllocTimestamp: pymilvus's iterator warns and falls back to client time (harmless),
-    # and the in-process Lite server logs the unimplemented call; neither is the user's concern.
-    logging.getLogger("pymilvus.client.iterator.query_iterator").setLevel(logging.ERROR)
-    if is_lite(uri):
-        logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
-    try:
-        return MilvusClient(uri=uri)
-    except Exception as exc:
-        hint = (f"A Milvus Lite file serves one process at a time; to share it, run "
-                f"`milvus-lite server --data-dir {uri} --port 19530` and use --milvus-uri http://127.0.0.1:19530."
-                if is_lite(uri) else "Check that the Milvus server is running and reachable.")
-        raise UserError(f"Cannot open Milvus at {uri!r} ({exc}). {hint}") from None
-
-
 class MilvusCollection:
-    """A collection whose items and vectors live in Milvus. Use :meth:`create` / :meth:`open`."""
+    """A collection whose items and vectors live in Milvus: :meth:`create`, or reopen from its manifest."""
 
     def __init__(self, root: Path, manifest: dict[str, Any], policy: Any = None) -> None:
         self.root = Path(root)
@@ -106,7 +65,7 @@ class MilvusCollection:
         self._known: set[str] = set()
         self._know(self._client.list_collections())
         self._listed = time.monotonic()
-        self._keys: tuple[float, list[IndexKey]] | None = None  # (when, index_keys()) cache
+        self._keys: tuple[float, dict[IndexKey, int]] | None = None  # (when, partition sizes) cache
         self._ensure_items()
 
     # ------------------------------------------------------------------ opening
@@ -133,7 +92,7 @@ class MilvusCollection:
         """Make writes durable and disconnect."""
         with self._lock:
             self.flush()
-            self._client.close()
+            disconnect(self._client, self.uri)
 
     def flush(self) -> None:
         """Seal what was written (Milvus persists every write; this makes it compact and visible to all)."""
@@ -265,10 +224,8 @@ class MilvusCollection:
                         {"id": item_id, "modality": it.modality, "vec": v.tolist()})
             for coll, rows in per_coll.items():
                 self._client.upsert(coll, rows)
-            rows = [{"id": item_id, "sha256": it.sha256, "path": it.path, "modality": it.modality, "added_at": now,
-                     "pad": [0.0, 0.0], "meta": {"root": it.root, "caption": it.caption, "transcript": it.transcript,
-                                                 "size": it.size, "note": it.note, "mtime": it.mtime,
-                                                 "labels": [[n, round(float(p), 4)] for n, p in it.labels] if it.labels else None}}
+            rows = [{"id": item_id, "sha256": it.sha256, "path": it.path, "modality": it.modality, "added_at": now, "pad": [0.0, 0.0],
+                     "meta": {**{k: getattr(it, k) for k in _META}, "labels": [[n, round(float(p), 4)] for n, p in it.labels or []] or None}}
                     for it, item_id in zip(items, ids) if item_id >= 0]
             if rows:
                 self._client.upsert(self._items_name(), rows)  # the commit marker
@@ -291,10 +248,7 @@ class MilvusCollection:
         """Delete items and their vectors by id (item row first); returns the ids actually removed."""
         with self._lock:
             present = sorted(self.get_many(ids))
-            if not present:
-                return []
-            self._client.delete(self._items_name(), ids=present)
-            for coll in self._vector_names().values():
+            for coll in [self._items_name(), *self._vector_names().values()] if present else []:
                 self._client.delete(coll, ids=present)
             self._keys = None
             return present
@@ -313,18 +267,18 @@ class MilvusCollection:
     def find_by_hash(self, sha256: str) -> Item | None:
         """The item with this content hash, or None."""
         with self._lock:
-            rows = self._where(f"sha256 == {_quote(sha256)}", ["*"])
+            rows = self._where(f"sha256 == {json.dumps(sha256)}", ["*"])
         return self._item(rows[0]) if rows else None
 
     def find_by_path(self, path: str) -> list[Item]:
         """Items whose stored absolute path equals ``path``."""
         with self._lock:
-            return sorted(map(self._item, self._where(f"path == {_quote(path)}", ["*"])), key=lambda i: (i.added_at, i.id))
+            return sorted(map(self._item, self._where(f"path == {json.dumps(path)}", ["*"])), key=lambda i: (i.added_at, i.id))
 
     def items(self, modality: str | None = None) -> list[Item]:
         """All items (optionally of one modality), oldest first."""
         with self._lock:
-            rows = self._where(f"modality == {_quote(modality)}" if modality else "", ["*"])
+            rows = self._where(f"modality == {json.dumps(modality)}" if modality else "", ["*"])
         return sorted(map(self._item, rows), key=lambda i: (i.added_at, i.id))
 
     def counts(self) -> dict[str, int]:
@@ -332,7 +286,7 @@ class MilvusCollection:
         out = {}
         with self._lock:
             for m in MODALITIES:
-                res = self._client.query(self._items_name(), filter=f"modality == {_quote(m)}", output_fields=["count(*)"])
+                res = self._client.query(self._items_name(), filter=f"modality == {json.dumps(m)}", output_fields=["count(*)"])
                 out[m] = int(res[0]["count(*)"]) if res else 0
         out["total"] = sum(out.values())
         return out
@@ -357,23 +311,30 @@ class MilvusCollection:
         if coll is None:
             return np.zeros(0, dtype=np.int64)
         with self._lock:
-            rows = self._where(f"modality == {_quote(key[2])}", ["id"], coll)
+            rows = self._where(f"modality == {json.dumps(key[2])}", ["id"], coll)
         return np.array(sorted(int(r["id"]) for r in rows), dtype=np.int64)
 
     def index_keys(self) -> list[IndexKey]:
-        """The (space, channel, modality) partitions that currently hold vectors. Every search asks, and a
-        count is a scan in Milvus: the answer is kept 2 s (and dropped by this process's own writes)."""
+        """The (space, channel, modality) partitions that currently hold vectors."""
+        return sorted(self._sizes())
+
+    def index_size(self, key: IndexKey) -> int:
+        """Vectors in one partition."""
+        return self._sizes().get(key, 0)
+
+    def _sizes(self) -> dict[IndexKey, int]:
+        """Non-empty partitions → vectors. Every search asks, and a count is a scan in Milvus: the answer
+        is kept 2 s (and dropped by this process's own writes)."""
         with self._lock:
-            if self._keys is not None and time.monotonic() - self._keys[0] < 2.0:
-                return list(self._keys[1])
-            keys = []
-            for (space, channel), coll in self._vector_names().items():
-                for m in MODALITIES:
-                    res = self._client.query(coll, filter=f"modality == {_quote(m)}", output_fields=["count(*)"])
-                    if res and int(res[0]["count(*)"]) > 0:
-                        keys.append((space, channel, m))
-            self._keys = (time.monotonic(), sorted(keys))
-            return list(self._keys[1])
+            if self._keys is None or time.monotonic() - self._keys[0] >= 2.0:
+                sizes = {}
+                for (space, channel), coll in self._vector_names().items():
+                    for m in MODALITIES:
+                        res = self._client.query(coll, filter=f"modality == {json.dumps(m)}", output_fields=["count(*)"])
+                        if res and int(res[0]["count(*)"]) > 0:
+                            sizes[(space, channel, m)] = int(res[0]["count(*)"])
+                self._keys = (time.monotonic(), sizes)
+            return dict(self._keys[1])
 
     def index_kinds(self) -> dict[str, str]:
         """'space.channel.modality' → 'milvus' (the index lives in Milvus)."""
@@ -386,7 +347,7 @@ class MilvusCollection:
         if coll is None:
             return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
         with self._lock:
-            res = self._client.search(coll, data=q.tolist(), limit=k, filter=f"modality == {_quote(key[2])}",
+            res = self._client.search(coll, data=q.tolist(), limit=k, filter=f"modality == {json.dumps(key[2])}",
                                       anns_field="vec", search_params={"metric_type": "IP"}, output_fields=[])
         width = max((len(r) for r in res), default=0)
         scores = np.full((len(q), width), -np.inf, np.float32)
@@ -397,4 +358,4 @@ class MilvusCollection:
         return scores, ids
 
 
-__all__ = ["MilvusCollection", "connect", "is_lite", "resolve_uri"]
+__all__ = ["MilvusCollection"]

@@ -72,6 +72,9 @@ class Store(Protocol):
     def index_ids(self, key: IndexKey) -> np.ndarray:
         """Sorted ids in one partition."""
 
+    def index_size(self, key: IndexKey) -> int:
+        """Vectors in one partition (cheap: every search asks)."""
+
     def index_kinds(self) -> dict[str, str]:
         """'space.channel.modality' → index kind (flat, ivf, ivfsq8, milvus)."""
 

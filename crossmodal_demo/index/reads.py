@@ -135,6 +135,11 @@ class CollectionReads:
         part = self._parts.get(key)
         return part.ids() if part is not None else np.zeros(0, dtype=np.int64)
 
+    def index_size(self, key: IndexKey) -> int:
+        """Vectors in one partition, without listing them (every search asks: O(1), not O(n) like ``index_ids``)."""
+        part = self._parts.get(key)
+        return part.ntotal if part is not None else 0
+
     def search(self, key: IndexKey, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` inner-product search in one partition: (scores float32 (q, k'), ids int64 (q, k')), k' ≤ k.
 

@@ -38,8 +38,8 @@ class Hit:
 
     ``score``: the fused score (``max``: the raw cosine); ``space``/``channel``: the source that
     contributed most; ``sources``: ``{"space/channel": {"rank": r, "score": raw cosine}}`` for every
-    source whose list holds the item; ``match``: ``"strong"`` | ``"weak"``; ``labels``: an image's
-    top-5 zero-shot tags ``[[name, probability], ...]`` (None for other items or older collections).
+    source whose list holds the item; ``match``: ``"strong"`` | ``"weak"``; ``labels``: an image's (or,
+    with CLAP, a sound's) top-5 zero-shot tags ``[[name, probability], ...]`` (None for texts or older collections).
     """
 
     id: int

@@ -83,7 +83,7 @@ def list_sources(library: Library, query_spaces: Sequence[str], target: str) -> 
             present = [m for m in modalities if (space, channel, m) in keys]
             if not present:
                 continue
-            size = sum(len(library.collection.index_ids((space, channel, m))) for m in present)
+            size = sum(library.collection.index_size((space, channel, m)) for m in present)  # O(1): every search asks
             out.append(Source(f"{space}/{channel}", space, channel, _describe(library, space, channel, present), size))
     return out
 

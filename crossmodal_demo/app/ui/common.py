@@ -84,7 +84,7 @@ def banner_label(st: dict[str, Any]) -> str:
     """The one-line banner (the label of a folded box holding the details); "" when there is nothing to say."""
     parts = []
     if st.get("mode") == "public":
-        parts.append("🔒 Public demo — your uploads are private and go when you leave")
+        parts.append("Public demo — your uploads are private and go when you leave")
     if st.get("preset") == "offline":
         parts.append("Offline mode — smaller models, no downloads. Why?")
     return " · ".join(parts)

@@ -32,7 +32,7 @@ def contributions_frame(result: dict[str, Any] | None, method: str | None, rank:
     """Each source's share of ``method``'s fused scores: rank, item, fused score, movement, then per source
     ``term (share %)``. ``rank`` (1-based) keeps that one hit only."""
     singles = [c["name"] for c in (result or {}).get("columns", []) if c["kind"] == "single"]
-    headers = ["method", "rank", "item", "fused score", "vs baseline", *singles]
+    headers = ["rank", "item", "fused score", "vs baseline", *singles]
     col = next((c for c in (result or {}).get("columns", []) if c["kind"] == "fused" and c["name"] == method), None)
     if col is None:
         return pd.DataFrame(columns=headers)
@@ -43,7 +43,7 @@ def contributions_frame(result: dict[str, Any] | None, method: str | None, rank:
         parts = h.get("contributions") or {}
         total = sum(abs(v) for v in parts.values()) or 1.0
         cells = [f"{parts.get(s, 0.0):.4g} ({100 * abs(parts.get(s, 0.0)) / total:.0f}%)" for s in singles]
-        rows.append([col["name"], h["rank"], h.get("name") or h["id"], round(h["score"], 4), movement_tag(h), *cells])
+        rows.append([h["rank"], h.get("name") or h["id"], round(h["score"], 4), movement_tag(h), *cells])
     return pd.DataFrame(rows, columns=headers)
 
 

@@ -29,7 +29,7 @@ def report_markdown(rep: dict[str, Any] | None) -> str:
         return ""
     if "removed" in rep:
         names = ", ".join(f"**{md_escape(n)}**" for n in rep.get("names", [])[:10]) + (" …" if len(rep.get("names", [])) > 10 else "")
-        return f"🗑 Deleted **{len(rep['removed'])}** item(s) from {rep['collection']}: {names}."
+        return f"Deleted **{len(rep['removed'])}** item(s) from {rep['collection']}: {names}."
     text = (
         f"Added **{rep['added']}** item(s) to {rep['collection']} in {rep['seconds']:.1f} s "
         f"({rep['items_per_second']:.2f} items/s); {rep['duplicates']} already indexed; {len(rep['errors'])} not indexed."
@@ -61,7 +61,7 @@ def build_library_tab(service: AppService, visitor: gr.State) -> dict[str, Any]:
                 coll_dd = gr.Dropdown(service.shared_names(), value=service.default_collection, label="Collection (switches at once)", scale=2, elem_id="collection-dropdown", allow_custom_value=True)  # choices grow after build; the service checks the name
                 new_name = gr.Textbox(label="New collection", placeholder="letters, digits, _ - .", scale=2)
                 create_btn = gr.Button("Create", scale=1)
-        upload = gr.File(file_count="multiple", file_types=UPLOAD_EXTS, label="Add files: images, audio, .txt/.md notes, captions.csv — or a .zip of them", elem_id="upload-files")
+        upload = gr.File(file_count="multiple", file_types=UPLOAD_EXTS, label="Add files: images, audio, .txt/.md notes, captions.csv — or a .zip of them", elem_id="upload-files", height=150)
         with gr.Row():
             index_btn = gr.Button("Index the uploaded files", variant="primary", elem_id="index-button", scale=1)
             index_summary = gr.Markdown(elem_id="index-summary")
@@ -78,16 +78,17 @@ def build_library_tab(service: AppService, visitor: gr.State) -> dict[str, Any]:
         with gr.Row():
             modality = gr.Radio(list(library_actions.MODALITY_FILTERS), value="all", label="Show", scale=3)
             refresh_btn = gr.Button("Refresh", scale=1)
-        items_gallery = gr.Gallery(label="Items (click to select for deletion)", columns=6, fit_columns=False, height="auto", allow_preview=False, elem_id="items-gallery")
-        items_df = gr.Dataframe(headers=ITEM_HEADERS, interactive=False, wrap=True, label="Items")
-        with gr.Row():
-            selected = gr.Textbox(label="Item ids to delete (click thumbnails, or type ids)", scale=4, elem_id="delete-ids")
-            delete_btn = gr.Button("Delete…", variant="stop", scale=1, elem_id="delete-button")
-        with gr.Row(visible=False) as confirm_row:
+        with gr.Row(equal_height=True):
+            selected = gr.Textbox(label="Item ids to delete (click thumbnails below, or type ids)", scale=4, elem_id="delete-ids")
+            delete_btn = gr.Button("Delete…", variant="stop", scale=1, min_width=110, elem_id="delete-button")
+        with gr.Row(visible=False, equal_height=True) as confirm_row:
             confirm_md = gr.Markdown(elem_id="delete-confirm-text")
-            confirm_btn = gr.Button("Yes, delete", variant="stop", elem_id="delete-confirm")
-            cancel_btn = gr.Button("Cancel", elem_id="delete-cancel")
+            confirm_btn = gr.Button("Yes, delete", variant="stop", elem_id="delete-confirm", scale=0, min_width=120)
+            cancel_btn = gr.Button("Cancel", elem_id="delete-cancel", scale=0, min_width=100)
         delete_md = gr.Markdown(elem_id="delete-result")
+        items_gallery = gr.Gallery(label="Items (click to select for deletion)", columns=6, fit_columns=False, height=420, allow_preview=False, elem_id="items-gallery")
+        with gr.Accordion("Items as a table", open=False):
+            items_df = gr.Dataframe(headers=ITEM_HEADERS, interactive=False, wrap=True, label="Items", max_height=420)
         with gr.Accordion("Items and last deletion as JSON", open=False):
             items_json = gr.Code(language="json", label="items", interactive=False)
             delete_json = gr.Code(language="json", label="last deletion", interactive=False)

@@ -21,7 +21,8 @@ from crossmodal_demo.app.visitors import SCOPE_LABELS, SCOPES, Visitor
 from crossmodal_demo.retrieval.search import TARGETS
 
 SEARCH_LABEL, LOADING_LABEL = "Search", "Loading models…"
-TARGET_CHOICES = [("photos", "image"), ("notes", "text"), ("audio", "audio"), ("anything", "any")]
+TARGET_WORDS = {"image": "photos", "text": "notes", "audio": "audio", "any": "anything"}
+TARGET_CHOICES = [(TARGET_WORDS.get(t, t), t) for t in TARGETS]
 
 
 def search_button(st: dict[str, Any]) -> Any:
