@@ -18,6 +18,7 @@ key of the exact texts and the text model, so a change of names or template neve
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import tempfile
 import threading
@@ -124,15 +125,25 @@ def imagenet_class_names() -> list[str]:
 
 @lru_cache(maxsize=1)
 def _wordnet() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-    """(descriptions, first lemmas, first gloss clauses) of the 1000 classes, from timm's WordNet files."""
-    from timm.data import ImageNetInfo
+    """(descriptions, first lemmas, first gloss clauses) of the 1000 classes, from timm's WordNet files.
 
-    info = ImageNetInfo()
-    desc = [info.index_to_description(i) for i in range(1000)]
-    # detailed=True gives "<synonyms>: <WordNet 3.0 gloss>"
-    gloss = [info.index_to_description(i, detailed=True).partition(": ")[2] for i in range(1000)]
+    The files are read directly (what ``timm.data.ImageNetInfo`` reads) without importing timm: that import
+    pulls in torch, ~10 s and ~375 MB, which labelling and match calibration must not pay.
+    """
+    spec = importlib.util.find_spec("timm")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("timm is not installed; it ships the ImageNet class names (pip install timm).")
+    info = Path(list(spec.submodule_search_locations)[0]) / "data" / "_info"
+
+    def table(name: str) -> dict[str, str]:
+        rows = (line.split("\t", 1) for line in (info / name).read_text(encoding="utf-8").splitlines() if "\t" in line)
+        return {k: v.strip() for k, v in rows}
+
+    synsets = (info / "imagenet_synsets.txt").read_text(encoding="utf-8").split()
+    lemmas, definitions = table("imagenet_synset_to_lemma.txt"), table("imagenet_synset_to_definition.txt")
+    desc = [lemmas[s] for s in synsets]
     lemma = [d.split(",")[0].strip() for d in desc]
-    short = [g.split(";")[0].strip() for g in gloss]
+    short = [definitions[s].split(";")[0].strip() for s in synsets]
     return tuple(desc), tuple(lemma), tuple(short)
 
 
