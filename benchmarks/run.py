@@ -39,6 +39,7 @@ from crossmodal_demo.index.store import NewItem  # noqa: E402
 from benchmarks.reindex import bench_reindex  # noqa: E402
 from benchmarks.concurrency import bench_concurrency  # noqa: E402
 from benchmarks.startup import bench_startup  # noqa: E402
+from benchmarks.scale import bench_scale  # noqa: E402
 
 
 def make_photos(folder: Path, n: int, side: int = 1600) -> list[Path]:
@@ -372,6 +373,7 @@ def main() -> int:
         res.update(bench_reindex(tmp / "reindex", args.quick))
         res.update(bench_concurrency(tmp / "concurrency", args.quick))
         res.update(bench_startup(tmp / "startup", args.quick))
+        res.update(bench_scale(tmp / "scale", args.quick))
     write_report(res, ROOT / "benchmarks" / "RESULTS.md")
     if args.json:
         print(json.dumps(res))

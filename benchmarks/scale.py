@@ -149,6 +149,7 @@ def bench_scale(tmp: Path, quick: bool, sizes: list[int] | None = None, with_ray
     """The scale curve, Milvus next to FAISS and Ray vs local (see the module docstring); flat ``p5_*`` keys.
     ``sizes`` overrides the sizes (trials)."""
     sizes = sizes or ([10_000, 100_000, 200_000] if quick else [10_000, 100_000, 1_000_000])
+    tmp.mkdir(parents=True, exist_ok=True)
     indexes = tmp / "scale"
     config = load_config(indexes_dir=indexes)
     coll = Collection.create(indexes, "scale", MANIFEST, ann.policy_for(config))
@@ -205,11 +206,14 @@ def bench_ray(tmp: Path, quick: bool, actors: int = 2) -> dict[str, float | int 
     except ImportError:
         return {"p5_ray": "ray not installed (pip install -r requirements-scale.txt)"}
     photos = sorted((ROOT / "benchmarks" / "labelled_photos").glob("*.jpg"))[: 48 if quick else None]
-    config = load_config(indexes_dir=tmp / "ray_ix", preset="offline")
+    config = load_config(indexes_dir=tmp / "ray_ix", preset="offline", cache_dir_override=tmp / "ray_cache")
     t0 = time.perf_counter()
     start_ray(config.ray_address)
     out: dict[str, float | int | str] = {"p5_ray_photos": len(photos), "p5_ray_actors": actors,
                                          "p5_ray_start_s": round(time.perf_counter() - t0, 1)}
+    warm = open_library(config, "warm", preset="offline", create=True)  # fills the shared caches (ConSE class texts)
+    index_paths(warm.collection, warm.encoders, photos[:2], config)
+    warm.collection.close()
     for name in ("local", "ray"):
         lib = open_library(config, f"photos_{name}", preset="offline", create=True)
         if name == "ray":

@@ -46,7 +46,7 @@ def soak(tmp_path: Path, indexed: Library, cache: Path, seconds: float) -> Count
     ix = tmp_path / "ix"
     ix.mkdir()
     shutil.copytree(indexed.collection.root, ix / "corpus")  # the session's real-weights collection, copied
-    cfg = load_config(environ={}, indexes_dir=ix, collection="corpus", cache_dir_override=cache)
+    cfg = load_config(environ={}, preset="offline", indexes_dir=ix, collection="corpus", cache_dir_override=cache)
     svc = AppService(cfg)
     svc.start(background=False)
     svc.create_collection(Visitor(session="setup"), "mine")

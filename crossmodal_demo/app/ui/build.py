@@ -5,6 +5,9 @@ Every action is an event with a named API endpoint — ``/search``, ``/index_upl
 in local mode, ``/set_scope`` in public mode, ``/index_folder`` with ``--allow-folder-indexing`` —
 returning one JSON document as text. Each visitor's choices and results live in a ``gr.State``
 (server-side); their workspace is deleted when they leave (``demo.unload``) or their state expires.
+One plain route, ``/crossmodal/item/...``, serves an item's file (or ``?size=thumb`` preview) by a signed
+link: a hit's ``url``, the result pictures and players. While models load or the demo builds, a timer
+polls the status so the Search button says "Loading models…" and a toast says when all is ready.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from crossmodal_demo.app.ui.status_tab import build_status_tab, status_markdown
 from crossmodal_demo.app.visitors import Visitor
 
 PACKAGE_DIR = Path(__file__).resolve().parents[2]
-# Phones (≤ 640 px): tighter page, tables keep their first columns only.
+# Phones (≤ 640 px): tighter page, shorter title, smaller result cards (tables scroll sideways with their first column pinned).
 PAGE_CSS = RESULTS_CSS + LAB_CSS + """
 #banner {margin: 0;}
 #title h2 {margin: 0;}
@@ -50,7 +53,6 @@ PAGE_CSS = RESULTS_CSS + LAB_CSS + """
   #title small {display: none;}
   #query-row {flex-wrap: nowrap !important;}
   #query-row > div:first-child {min-width: 0 !important;}
-  table:not(.lab) th:nth-child(n+4), table:not(.lab) td:nth-child(n+4) {display: none !important;}
 }
 """
 

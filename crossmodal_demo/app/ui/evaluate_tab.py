@@ -114,15 +114,15 @@ def build_evaluate_tab(service: AppService, visitor: gr.State) -> None:
                 )
             eval_methods = gr.CheckboxGroup(method_names(), value=list(DEFAULT_METHODS), label="Fusion methods", scale=2)
         eval_md = gr.Markdown(elem_id="eval-summary")
-        eval_df = gr.Dataframe(headers=EVAL_HEADERS, label="Results", interactive=False, wrap=True, elem_id="eval-table")
+        eval_df = gr.Dataframe(headers=EVAL_HEADERS, label="Results", interactive=False, wrap=False, pinned_columns=1, elem_id="eval-table", visible=False)
         with gr.Row():
             csv_btn = gr.DownloadButton("Download CSV", visible=False, size="md")
             json_btn = gr.DownloadButton("Download JSON", visible=False, size="md")
         problems_df = gr.Dataframe(headers=PROBLEM_HEADERS, label="Qrels lines skipped", visible=False, interactive=False, wrap=True,
                                    column_widths=["7%", "93%"], elem_id="eval-problems")
         with gr.Row(equal_height=False):
-            eval_plot = gr.Plot(show_label=False, scale=1, elem_id="eval-plot")
-            pairs_df = gr.Dataframe(headers=PAIR_HEADERS, label="By query type (nDCG@10)", interactive=False, wrap=True, scale=1)
+            eval_plot = gr.Plot(show_label=False, scale=1, elem_id="eval-plot", visible=False)
+            pairs_df = gr.Dataframe(headers=PAIR_HEADERS, label="By query type (nDCG@10)", interactive=False, wrap=False, pinned_columns=1, scale=1, visible=False)
         with gr.Accordion("Evaluation as JSON (what the /evaluate API returns)", open=False):
             eval_json = gr.Code(language="json", label="evaluation", interactive=False)
 
@@ -141,7 +141,8 @@ def build_evaluate_tab(service: AppService, visitor: gr.State) -> None:
         files = lab_actions.export_evaluation(doc)
         probs = [[p["line"] or "file", p["message"]] for p in doc.get("problems", [])]
         return (
-            eval_summary(doc), eval_frame(doc), eval_figure(doc), pairs_frame(doc),
+            eval_summary(doc), gr.Dataframe(value=eval_frame(doc), visible=True), gr.Plot(value=eval_figure(doc), visible=True),
+            gr.Dataframe(value=pairs_frame(doc), visible=True),
             gr.Dataframe(value=pd.DataFrame(probs, columns=PROBLEM_HEADERS), visible=bool(probs)),
             gr.DownloadButton(value=files["csv"], visible=True), gr.DownloadButton(value=files["json"], visible=True),
         )

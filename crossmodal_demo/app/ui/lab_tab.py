@@ -116,7 +116,7 @@ def build_lab_tab(service: AppService, visitor: gr.State) -> None:
         with gr.Row(equal_height=False, visible=False) as details:
             with gr.Column(scale=3):
                 explain = gr.Dropdown(choices=[], label="What each source adds to a fused score", elem_id="lab-explain")
-                contrib_df = gr.Dataframe(interactive=False, wrap=True, elem_id="lab-contributions", show_label=False)
+                contrib_df = gr.Dataframe(interactive=False, wrap=False, pinned_columns=2, elem_id="lab-contributions", show_label=False)
             with gr.Column(scale=2):
                 map_plot = gr.Plot(show_label=False, elem_id="lab-map")
         with gr.Accordion("Lab result as JSON (what the /lab API returns)", open=False):

@@ -88,7 +88,7 @@ def build_library_tab(service: AppService, visitor: gr.State) -> dict[str, Any]:
         delete_md = gr.Markdown(elem_id="delete-result")
         items_gallery = gr.Gallery(label="Items (click to select for deletion)", columns=6, fit_columns=False, height=420, allow_preview=False, elem_id="items-gallery")
         with gr.Accordion("Items as a table", open=False):
-            items_df = gr.Dataframe(headers=ITEM_HEADERS, interactive=False, wrap=True, label="Items", max_height=420)
+            items_df = gr.Dataframe(headers=ITEM_HEADERS, interactive=False, wrap=False, pinned_columns=1, label="Items", max_height=420, elem_id="items-df")
         with gr.Accordion("Items and last deletion as JSON", open=False):
             items_json = gr.Code(language="json", label="items", interactive=False)
             delete_json = gr.Code(language="json", label="last deletion", interactive=False)

@@ -55,7 +55,7 @@ def build_search_tab(service: AppService, visitor: gr.State) -> dict[str, Any]:
     cfg = service.config
     with gr.Tab("Search", id="search"):
         with gr.Row(equal_height=True, elem_id="query-row"):
-            text = gr.Textbox(label="Query", show_label=False, placeholder="Type what you are looking for, e.g. a cat, rain tomorrow, a rocket launch",
+            text = gr.Textbox(label="Query", show_label=False, placeholder="e.g. a cat, rain tomorrow, a rocket launch",
                               max_length=cfg.max_query_chars, elem_id="query-text", scale=5, lines=1, max_lines=4, container=False)
             search_btn = gr.Button(SEARCH_LABEL, variant="primary", elem_id="search-button", scale=1, min_width=120)
         line = gr.Markdown(elem_id="status-line")
@@ -125,7 +125,7 @@ def build_search_tab(service: AppService, visitor: gr.State) -> dict[str, Any]:
         def run(visitor: Visitor, request: gr.Request) -> tuple[Any, ...]:
             q = example_query(key)
             doc = search_actions.search(service, visitor, q.get("text"), q.get("image"), q.get("audio"), q["target"], 8, base_url(request))
-            media_open = gr.Accordion(open=True) if ("image" in q or "audio" in q) else gr.Accordion()
+            media_open = gr.Accordion(open="image" in q or "audio" in q)  # show the example's photo or clip, fold otherwise
             return q.get("text", ""), served(q.get("image")), served(q.get("audio")), media_open, q["target"], dumps(doc), visitor
         return run
 
