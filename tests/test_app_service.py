@@ -167,6 +167,14 @@ def test_text_query_over_the_limit_is_refused_without_echo(public: AppService) -
     assert "CROSSMODAL_MAX_QUERY_CHARS" in str(err.value) and "xxxx" not in str(err.value)
 
 
+def test_search_takes_a_fusion_method_and_refuses_an_unknown_one_before_any_model_runs(public: AppService) -> None:
+    default = search_actions.search(public, visitor("f"), text="red", target="image", k=3)
+    raw = search_actions.search(public, visitor("f"), text="red", target="image", k=3, fusion="max")
+    assert (default["query"]["fusion"], raw["query"]["fusion"]) == ("mean-zscore", "max")
+    with pytest.raises(UserError, match="max"):
+        search_actions.search(public, visitor("f"), text="red", fusion="bogus")
+
+
 def test_killed_upload_leaves_no_unindexed_files_after_restart(tmp_path: Path) -> None:
     svc = make_service(tmp_path)
     svc.close()

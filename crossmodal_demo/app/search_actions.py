@@ -24,6 +24,7 @@ from crossmodal_demo.errors import MediaError, UserError
 from crossmodal_demo.index.store import Collection
 from crossmodal_demo.ingest.media import Audio, load_text, resample
 from crossmodal_demo.retrieval.query import Query, check_k, check_target, check_text
+from crossmodal_demo.retrieval.fusion import search_fusion
 from crossmodal_demo.retrieval.search import SearchService
 
 MAX_K = 50
@@ -91,20 +92,24 @@ def display_path(coll: Collection, path: str, public: bool) -> str:
 
 
 def search(service: Any, visitor: Visitor, text: Any = None, image: Any = None, audio: Any = None,
-           target: str = "image", k: Any = 8, base_url: str = "") -> dict[str, Any]:
+           target: str = "image", k: Any = 8, base_url: str = "", fusion: Any = None) -> dict[str, Any]:
     """Search what ``visitor`` may see; returns ``{"query", "hits"}`` and keeps it in ``visitor.last_search``.
+
+    ``fusion``: a fusion method name, ``max``, or empty for the configured default (``mean-zscore``).
 
     Each hit is the ``search --json`` hit plus ``collection`` (its label: a collection name or "my uploads")
     and ``url``: a signed link to the item's file through this server (``base_url`` + path; see
     :meth:`AppService.file_link`). ``path`` is a display path (never a server path in public mode).
     """
     with service.searching():
-        return _search(service, visitor, text, image, audio, target, k, base_url)
+        return _search(service, visitor, text, image, audio, target, k, base_url, fusion)
 
 
-def _search(service: Any, visitor: Visitor, text: Any, image: Any, audio: Any, target: str, k: Any, base_url: str) -> dict[str, Any]:
+def _search(service: Any, visitor: Visitor, text: Any, image: Any, audio: Any, target: str, k: Any, base_url: str,
+            fusion: Any = None) -> dict[str, Any]:
     check_target(str(target)[:40])
     k = as_k(k, MAX_K)
+    method = search_fusion(str(fusion)[:40] if fusion else service.config.fusion)  # a typo fails before any model runs
     query = make_query(service, text, image, audio)
     refs = service.read_refs(visitor)
     hits: list[dict[str, Any]] = []
@@ -117,7 +122,7 @@ def _search(service: Any, visitor: Visitor, text: Any, image: Any, audio: Any, t
             svc = SearchService(lib.collection, lib.encoders, cfg)
             if vectors is None:
                 vectors, info = svc.encode_query(query)
-            for h in svc.search_vectors(vectors, target, k):
+            for h in svc.search_vectors(vectors, target, k, fusion=method):
                 d = asdict(h)
                 d.update(collection=label, path=display_path(lib.collection, h.path, service.public),
                          url=service.file_link(ref, h.id, base_url))
@@ -130,7 +135,7 @@ def _search(service: Any, visitor: Visitor, text: Any, image: Any, audio: Any, t
     for key in ("image", "audio"):
         if key in info:
             info[key] = Path(str(info[key])).name  # the upload's name, not a server path
-    info.update(target=target, k=k, collection=" + ".join(label for label, _ in refs), preset=preset)
+    info.update(target=target, k=k, collection=" + ".join(label for label, _ in refs), preset=preset, fusion=method)
     doc = {"query": info, "hits": hits}
     visitor.last_search = doc
     visitor.last_refs = dict(refs)
@@ -157,13 +162,14 @@ def similar(service: Any, visitor: Visitor, rank: Any, base_url: str = "") -> di
     else:
         kw = {item.modality: str(path)}
     try:
-        doc = search(service, visitor, target=q.get("target", "any"), k=min(k + 1, MAX_K), base_url=base_url, **kw)
+        doc = search(service, visitor, target=q.get("target", "any"), k=min(k + 1, MAX_K), base_url=base_url,
+                     fusion=q.get("fusion"), **kw)
     except UserError:
         if item.modality != "audio" or not item.caption:
             raise
         # A sound with no speech cannot be a query in a speech-only preset: its caption says what it is.
         doc = search(service, visitor, text=item.caption[: service.config.max_query_chars], target=q.get("target", "any"),
-                     k=min(k + 1, MAX_K), base_url=base_url)
+                     k=min(k + 1, MAX_K), base_url=base_url, fusion=q.get("fusion"))
     doc["hits"] = [h for h in doc["hits"] if not (h["collection"] == hit["collection"] and h["id"] == hit["id"])][:k]
     for r, h in enumerate(doc["hits"], start=1):
         h["rank"] = r

@@ -18,11 +18,15 @@ from crossmodal_demo.app.demo_collection import EXAMPLES, demo_strip, example_qu
 from crossmodal_demo.app.service import AppService
 from crossmodal_demo.app.ui.common import BROWSE, PRIVATE, SEARCH, action, base_url, dumps, served
 from crossmodal_demo.app.visitors import SCOPE_LABELS, SCOPES, Visitor
+from crossmodal_demo.retrieval.fusion import DEFAULT_FUSION, DEFAULT_METHODS, RAW_MAX
 from crossmodal_demo.retrieval.search import TARGETS
 
 SEARCH_LABEL, LOADING_LABEL = "Search", "Loading models…"
 TARGET_WORDS = {"image": "photos", "text": "notes", "audio": "audio", "any": "anything"}
 TARGET_CHOICES = [(TARGET_WORDS.get(t, t), t) for t in TARGETS]
+# "" = the configured default; the others are what the Fusion lab compares, plus the raw best cosine.
+FUSION_CHOICES = [(f"fused ({DEFAULT_FUSION}, default)", ""), ("best raw cosine (max)", RAW_MAX)] + [
+    (m, m) for m in DEFAULT_METHODS if m != DEFAULT_FUSION]
 
 
 def search_button(st: dict[str, Any]) -> Any:
@@ -65,6 +69,8 @@ def build_search_tab(service: AppService, visitor: gr.State) -> dict[str, Any]:
         with gr.Row(elem_id="search-options"):
             target = gr.Radio(TARGET_CHOICES, value="image", label="Find", scale=3, min_width=300)
             k = gr.Slider(1, search_actions.MAX_K, value=8, step=1, label="How many", scale=2, min_width=200)
+            fusion = gr.Dropdown(FUSION_CHOICES, value="", label="Ranking", elem_id="search-fusion", scale=2, min_width=160,
+                                 info="how the lists of each model are combined")
             if service.public:
                 scope = gr.Radio([(SCOPE_LABELS[s], s) for s in SCOPES], value="both", label="Search in", elem_id="search-scope", scale=3)
         with gr.Accordion("…or search with an image or an audio clip (upload, webcam, microphone)", open=False, elem_id="media-inputs") as media:
@@ -102,10 +108,10 @@ def build_search_tab(service: AppService, visitor: gr.State) -> dict[str, Any]:
 
     @action
     def search(text: str | None = None, image: str | None = None, audio: str | None = None, target: str = "image", k: float = 8,
-               visitor: Visitor | None = None, request: gr.Request = None) -> tuple[str, Visitor]:
-        """Search with one of text / image / audio (the others empty); target image|text|audio|any, k results.
-        Returns {"query", "hits"} as JSON text; each hit has a downloadable ``url``."""
-        return dumps(search_actions.search(service, visitor, text, image, audio, target, k, base_url(request))), visitor
+               fusion: str = "", visitor: Visitor | None = None, request: gr.Request = None) -> tuple[str, Visitor]:
+        """Search with one of text / image / audio (the others empty); target image|text|audio|any, k results;
+        fusion: a Fusion lab method, "max" (best raw cosine) or "" for the default (mean-zscore). Returns {"query", "hits"} as JSON text; each hit has a downloadable ``url``."""
+        return dumps(search_actions.search(service, visitor, text, image, audio, target, k, base_url(request), fusion)), visitor
 
     @action
     def show_results(visitor: Visitor, request: gr.Request) -> tuple[str, list[dict[str, Any]]]:
@@ -134,7 +140,7 @@ def build_search_tab(service: AppService, visitor: gr.State) -> dict[str, Any]:
     image.input(None, [image, text, audio], [text, audio], js="(i, t, a) => i ? ['', null] : [t, a]")
     audio.input(None, [audio, text, image], [text, image], js="(a, t, i) => a ? ['', null] : [t, i]")
     gr.on(
-        [search_btn.click, text.submit], search, [text, image, audio, target, k, visitor], [result_json, visitor],
+        [search_btn.click, text.submit], search, [text, image, audio, target, k, fusion, visitor], [result_json, visitor],
         api_name="search", show_progress_on=[summary, search_btn], **SEARCH,
     ).success(show_results, visitor, results_out, **PRIVATE, **BROWSE)
     for key, btn in example_btns.items():
