@@ -252,25 +252,6 @@ def start_app(indexes: Path, port: int) -> tuple[object, float]:
     raise RuntimeError("app did not start within 300 s")
 
 
-def eager_load_seconds() -> float:
-    """Seconds for a fresh process to import and load every offline model (what lazy loading avoids)."""
-    import subprocess
-
-    code = (
-        "import time,sys;t=time.perf_counter();sys.path.insert(0,'.');"
-        "import numpy as np;from PIL import Image;"
-        "from crossmodal_demo.config import load_config;from crossmodal_demo.retrieval.library import open_library;"
-        "from crossmodal_demo.ingest.media import Audio;"
-        f"lib=open_library(load_config(indexes_dir={str(Path(tempfile.mkdtemp()))!r}),'eager',preset='offline',create=True);"
-        "e=lib.encoders;e.get('minilm-text').encode(['x']);e.get('conse-effnet-lite0').encode([Image.new('RGB',(64,64))]);"
-        "e.get('whisper-tiny-en-transcript').encode([Audio(np.zeros(16000,np.float32),16000)]);"
-        "print(time.perf_counter()-t)"
-    )
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True, text=True)
-    return time.perf_counter() - t0
-
-
 def bench_app(tmp: Path, quick: bool) -> dict:
     """/search latency with 8 concurrent clients while another client indexes (p4 start-up: benchmarks/startup.py)."""
     import threading

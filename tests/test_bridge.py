@@ -158,3 +158,35 @@ def test_sound_finds_pictures_through_the_bridge_in_search_and_lab(tiny_config, 
     lab = run_lab(lib, Query(audio=media / "low.wav"), "image", None, ["mean-zscore"], 3, extra_sources=[src])
     col = next(c for c in lab["columns"] if c["name"] == AUDIO_TO_IMAGE)
     assert col["quality"] == src.quality and len(col["hits"]) == 3
+
+
+def test_cli_search_fuses_the_bridge_in_for_a_clip_library(tiny_config, tmp_path, monkeypatch, capsys) -> None:
+    """The product opener attaches the bridge: ``search --audio`` on a clip-preset collection ranks pictures
+    through ``clap→clip/content`` with no extra call (the library layer cannot import analysis; the CLI does)."""
+    import json
+
+    import soundfile as sf
+
+    from crossmodal_demo.analysis.bridge import AUDIO_TO_IMAGE
+    from crossmodal_demo.cli.main import main
+    from crossmodal_demo.index.pipeline import index_paths
+    from crossmodal_demo.retrieval.library import open_library
+    from tests.fakes import FakeAudio, colour_image, tone
+
+    media = tmp_path / "media"
+    media.mkdir()
+    for c in ("red", "green", "blue"):
+        colour_image(c).save(media / f"{c}.png")
+    sf.write(tmp_path / "low.wav", tone(200.0), 16000)
+    lib = open_library(tiny_config, "bridged", preset="clip", create=True, overrides={"whisper-transcript": FakeAudio()})
+    index_paths(lib.collection, lib.encoders, [media], tiny_config)
+    lib.collection.close()
+    for var, value in {"CROSSMODAL_CLIP_MODEL": tiny_config.clip_model, "CROSSMODAL_CLIP_PRETRAINED": tiny_config.clip_pretrained,
+                       "CROSSMODAL_CLAP_MODEL": tiny_config.clap_model, "CROSSMODAL_DEVICE": "cpu",
+                       "CROSSMODAL_CACHE": str(tiny_config.cache_dir)}.items():
+        monkeypatch.setenv(var, value)
+    argv = ["search", "--indexes-dir", str(tiny_config.indexes_dir), "--collection", "bridged", "--audio", str(tmp_path / "low.wav"),
+            "--target", "image", "-k", "3", "--json"]
+    assert main(argv, encoders={"whisper-transcript": FakeAudio()}) == 0
+    hits = json.loads(capsys.readouterr().out)["hits"]
+    assert len(hits) == 3 and all(AUDIO_TO_IMAGE in h["sources"] for h in hits)

@@ -9,13 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.stats import t as student_t
 
 from crossmodal_demo.config import Config
 from crossmodal_demo.errors import UserError
 from crossmodal_demo.index.pipeline import index_paths
+from crossmodal_demo.retrieval.calibration import outlier_margins
 from crossmodal_demo.retrieval.library import Library, open_library
 from crossmodal_demo.retrieval.query import Query, check_k, check_text, target_modalities
 from crossmodal_demo.retrieval.search import SearchService
+from tests.fakes import colour_image
 
 DATA = Path(__file__).parent / "data"
 SPEECH = json.loads((DATA / "speech" / "sentences.json").read_text())
@@ -273,3 +276,31 @@ def test_cli_search_fusion_option(captioned: Library, capsys: pytest.CaptureFixt
     assert " strong " in capsys.readouterr().out  # the table shows each hit's match strength
     assert main(base + ["--fusion", "borda"]) == 2  # refused before any model loads
     assert "Unknown fusion method 'borda'" in capsys.readouterr().err
+
+
+def test_example_queries_are_calibrated_against_the_collection(config: Config, fake_overrides: dict, tmp_path: Path) -> None:
+    """Known geometry (bag-of-words fakes): a red picture's vector is the word "red". Every note starts with the
+    prompt words of the concept background ("a photo of a red"), so against that background none stands out
+    (text rule: weak), but among the notes — the same plus 12–30 filler words, cosine 1/√(7+n) ≈ 0.16–0.23 —
+    ``hit.md``'s cosine 1/√7 ≈ 0.38 is an outlier (example rule: strong). Without it the best note is no outlier."""
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    colour_image("red").save(tmp_path / "red.png")
+    (folder / "hit.md").write_text("a photo of a red")
+    for n in range(12, 31, 2):
+        (folder / f"filler{n}.txt").write_text("a photo of a red " + " ".join(f"w{n}x{j}" for j in range(n)))
+    lib = open_library(config, "geometry", preset="offline", create=True, overrides=fake_overrides)
+    index_paths(lib.collection, lib.encoders, [folder], config)
+    svc = lib.search
+    vectors, info = svc.encode_query(Query(image=tmp_path / "red.png"))
+    top = svc.search_vectors(vectors, "text", 3, modality=info["modality"])[0]
+    assert Path(top.path).name == "hit.md" and top.match == "strong"
+    assert svc.search_vectors(vectors, "text", 3)[0].match == "weak"  # the same vector judged as a text query
+    without = svc.search_vectors(vectors, "text", 3, modality="image", exclude={top.id})
+    assert all(h.match == "weak" for h in without)
+    # the margin is Grubbs' leave-one-out statistic minus its Bonferroni critical value
+    scores = svc.rank_lists(vectors, "text", 100)["text/content"]
+    x, rest = scores[str(top.id)], np.array([s for d, s in scores.items() if d != str(top.id)])
+    m = rest.size
+    T = (x - rest.mean()) / (rest.std(ddof=1) * np.sqrt(1 + 1 / m))
+    assert outlier_margins(scores, [top.id])[top.id] == pytest.approx(T - student_t.ppf(1 - 0.05 / (m + 1), m - 1))

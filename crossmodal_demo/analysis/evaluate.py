@@ -115,10 +115,11 @@ def build_runs(
 
 def _match_row(library: Library, q: QrelsQuery, vectors: dict[str, np.ndarray], exclude: set[int]) -> dict[str, Any]:
     """The main search's top-:data:`MATCH_K` for one query → its top hit's match and its best relevant hit's."""
-    hits = library.search.search_vectors(vectors, q.target, MATCH_K, exclude=exclude)
+    hits = library.search.search_vectors(vectors, q.target, MATCH_K, exclude=exclude, modality=q.query.modality)
     rel = next((h for h in hits if h.id in q.items), None)
     return {
         "id": q.id,
+        "modality": q.query.modality,
         "negative": q.negative,
         "top_match": hits[0].match if hits else None,
         "relevant_rank": rel.rank if rel else None,

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from crossmodal_demo.analysis.bridge import attach_bridges
 from crossmodal_demo.analysis.evaluate import evaluate_qrels
 from crossmodal_demo.analysis.lab import run_lab
 from crossmodal_demo.app.demo_collection import DEMO_BENCHMARK, DEMO_DATA, DEMO_NAME
@@ -124,7 +125,8 @@ def lab(service: Any, visitor: Visitor, text: Any = None, image: Any = None, aud
         ignored = sorted(n for n in w if n not in used)
         w = {n: v for n, v in w.items() if n in used}
         with RANX_LOCK:  # waits for the warm-up (or an evaluation) rather than crash numba
-            res = run_lab(lib, terms if len(terms) > 1 else query, target, None if sources is None else list(sources), methods, k, w or None)
+            res = run_lab(lib, terms if len(terms) > 1 else query, target, None if sources is None else list(sources), methods, k, w or None,
+                          extra_sources=attach_bridges(lib))  # clip preset: sound → picture through CLAP→CLIP
     for col in res["columns"]:
         for h in col["hits"]:
             h.pop("path", None)  # server paths stay on the server; the name identifies the item

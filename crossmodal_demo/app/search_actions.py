@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from crossmodal_demo.analysis.bridge import attach_bridges
 from crossmodal_demo.app.results import card_html, excerpt, query_words, strip_markdown
 from crossmodal_demo.app.serving import item_file
 from crossmodal_demo.app.visitors import Visitor
@@ -119,10 +120,10 @@ def _search(service: Any, visitor: Visitor, text: Any, image: Any, audio: Any, t
         with service.library(ref) as lib:
             # Audio queries have their own, shorter duration limit.
             cfg = dataclasses.replace(lib.config, max_audio_seconds=service.config.max_query_audio_seconds)
-            svc = SearchService(lib.collection, lib.encoders, cfg)
+            svc = SearchService(lib.collection, lib.encoders, cfg, attach_bridges(lib))  # clip: sound → picture
             if vectors is None:
                 vectors, info = svc.encode_query(query)
-            for h in svc.search_vectors(vectors, target, k, fusion=method):
+            for h in svc.search_vectors(vectors, target, k, fusion=method, modality=info.get("modality")):
                 d = asdict(h)
                 d.update(collection=label, path=display_path(lib.collection, h.path, service.public),
                          url=service.file_link(ref, h.id, base_url))

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from crossmodal_demo.analysis.bridge import attach_bridges
 from crossmodal_demo.cli.args import positive_int
 from crossmodal_demo.cli.faults import closing
 from crossmodal_demo.cli.output import display, print_json
@@ -43,6 +44,7 @@ def cmd_search(args: argparse.Namespace, config: Config) -> int:
     fusion = search_fusion(args.fusion if args.fusion is not None else config.fusion)  # a typo fails before models load
     lib = open_library(config, args.collection, overrides=args.encoders)
     with closing(lib.collection):
+        attach_bridges(lib)  # clip preset: sound → picture through CLAP→CLIP joins the fused search (no-op otherwise)
         result = lib.search.search(query, target=args.target, k=args.k, fusion=fusion)
     if args.json:
         print_json(result.to_json())

@@ -134,7 +134,7 @@ class SearchService:
         query.check(self.config)  # before any file is decoded or model loaded
         vectors, info = self.encode_query(query)
         info.update(target=target, k=k, collection=self.collection.name, preset=self.encoders.preset.name, fusion=method)
-        hits = self.search_vectors(vectors, target, k, fusion=method)
+        hits = self.search_vectors(vectors, target, k, fusion=method, modality=info["modality"])
         return SearchResult(query=info, hits=hits)
 
     def rank_lists(self, vectors: dict[str, np.ndarray], target: str, depth: int,
@@ -150,10 +150,12 @@ class SearchService:
         return {name: lst for name, lst in lists.items() if lst}
 
     def search_vectors(self, vectors: dict[str, np.ndarray], target: str, k: int, fusion: str | None = None,
-                       exclude: set[int] | None = None) -> list[Hit]:
+                       exclude: set[int] | None = None, modality: str | None = None) -> list[Hit]:
         """Rank items of ``target`` for pre-encoded query vectors ({space: (dim,)}) → the top-``k`` hits.
 
-        ``fusion`` as in :meth:`search`; ``exclude``: item ids left out (e.g. the query's own file).
+        ``fusion`` as in :meth:`search`; ``exclude``: item ids left out (e.g. the query's own file);
+        ``modality``: what the vectors were made from (``info["modality"]`` of :meth:`encode_query`;
+        None = text), which decides how ``match`` is calibrated (:mod:`.calibration`).
         """
         check_k(k)
         method = search_fusion(fusion if fusion is not None else self.config.fusion)
@@ -172,7 +174,7 @@ class SearchService:
         ranked = ranked[:k]
         items = self.collection.get_many([int(d) for d, _, _ in ranked])
         calib = Calibrator(self.collection, self.encoders)
-        z = calib.strengths(lists, [int(d) for d, _, _ in ranked])
+        z = calib.strengths(lists, [int(d) for d, _, _ in ranked], modality)
         ranks = {name: {d: r for r, d in enumerate(lst, start=1)} for name, lst in lists.items()}
         hits = []
         for d, score, top in ranked:
