@@ -108,7 +108,7 @@ def decode(cand: Candidate, config: Config, audio_sr: int = 16000) -> Any:
     return load_text(cand.path, max_bytes=config.max_text_bytes)
 
 
-def _per_file(cand: Candidate, call: Callable[[], R]) -> R | Problem:
+def per_file(cand: Candidate, call: Callable[[], R]) -> R | Problem:
     """``call()``, or the Problem of this one file when it fails."""
     try:
         return call()
@@ -131,11 +131,11 @@ def _probe(cand: Candidate, mtime: float, config: Config, audio_sr: int) -> _Pro
         except MediaError as exc:  # reported only if the file is not a duplicate (then it is never decoded)
             return _Probe(cand, sha, size, mtime, 0, str(exc))
 
-    return _per_file(cand, run)
+    return per_file(cand, run)
 
 
 def _prepare(p: _Probe, config: Config, audio_sr: int) -> Prepared | Problem:
-    return _per_file(p.cand, lambda: Prepared(p.cand, p.sha256, p.size, p.mtime, decode(p.cand, config, audio_sr)))
+    return per_file(p.cand, lambda: Prepared(p.cand, p.sha256, p.size, p.mtime, decode(p.cand, config, audio_sr)))
 
 
 def _in_order(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T], window: int) -> Iterator[R]:

@@ -22,9 +22,9 @@ import numpy as np
 
 from crossmodal_demo.config import Config
 from crossmodal_demo.encoders.base import Encoder, EncoderSet, Preset
-from crossmodal_demo.errors import MediaError, UserError
+from crossmodal_demo.errors import UserError
 from crossmodal_demo.index.batch_encode import BatchEncoder, Prepared
-from crossmodal_demo.index.pipeline import MODALITY_ORDER, IndexReport, ProgressFn, decode
+from crossmodal_demo.index.pipeline import MODALITY_ORDER, IndexReport, ProgressFn, decode, per_file
 from crossmodal_demo.index.protocol import Store
 from crossmodal_demo.index.schema import Item
 from crossmodal_demo.ingest.discover import Candidate, Problem, discover
@@ -58,17 +58,11 @@ class EncodeActor:
 
     def _prepare(self, cand: Candidate, mtime: float) -> Prepared | Problem:
         """Hash and decode one file within the budgets; its Problem when it fails (as the local engine)."""
-        try:
+        def run() -> Prepared:
             size = check_size(cand.path, self.config.max_file_bytes)
             return Prepared(cand, file_sha256(cand.path), size, mtime, decode(cand, self.config, self.audio_sr))
-        except MediaError as exc:
-            return Problem(str(cand.path), str(exc))
-        except OSError as exc:
-            return Problem(str(cand.path), f"cannot read the file ({exc.strerror or exc})")
-        except MemoryError:
-            return Problem(str(cand.path), "too large to decode in memory")
-        except Exception as exc:  # a decoder bug on one file must not abort the whole run
-            return Problem(str(cand.path), f"could not be decoded ({type(exc).__name__}: {exc})")
+
+        return per_file(cand, run)
 
 
 def start_ray(address: str | None) -> Any:

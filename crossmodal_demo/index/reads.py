@@ -48,7 +48,7 @@ class CollectionReads:
             "WHERE v.space=? AND v.channel=? AND i.modality=? ORDER BY v.item_id",
             key,
         )
-        return np.array([r[0] for r in rows], dtype=np.int64)
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
     def _row_to_item(self, r: sqlite3.Row) -> Item:
         d = {k: r[k] for k in r.keys()}
