@@ -17,3 +17,7 @@ class FatalError(Exception):
     Raised once; the CLI prints the message as one line and exits non-zero. The message says what
     happened, how many items were committed and that re-running resumes.
     """
+
+
+class Cancelled(UserError):
+    """The visitor stopped a long job (indexing, evaluation); what was committed before the stop is kept."""

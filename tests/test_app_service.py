@@ -18,7 +18,7 @@ from crossmodal_demo.app.serving import item_file
 from crossmodal_demo.app.service import MY_UPLOADS, AppService
 from crossmodal_demo.app.visitors import Visitor
 from crossmodal_demo.config import load_config
-from crossmodal_demo.errors import UserError
+from crossmodal_demo.errors import Cancelled, UserError
 from tests.fakes import colour_image, fake_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -363,3 +363,33 @@ def test_signed_links_open_only_what_was_issued_and_warm_up_loads_every_model(pu
     assert svc.open_link(kind, name, iid, sig, preview=True)[0].parent == root / "thumbs"
     for forged in ((kind, name, str(int(iid) + 1), sig), (kind, "../demo", iid, sig), ("w", name, iid, sig), (kind, name, iid, "0" * 32)):
         assert svc.open_link(*forged) is None
+
+
+def test_a_visitor_stops_their_own_indexing_and_evaluation_and_keeps_what_was_done(tmp_path: Path) -> None:
+    svc = make_service(tmp_path, batch_size=2)
+    v, other = Visitor(session="stopper"), Visitor(session="bystander")
+    svc.create_collection(v, "mine")
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    files = []
+    for i in range(10):
+        (notes / f"n{i}.txt").write_text(f"note number {i} about topic {i * 7}")
+        files.append(str(notes / f"n{i}.txt"))
+
+    def stop_after_first_batch(done: int, total: int, desc: str) -> None:
+        if done >= 2:
+            assert svc.jobs.cancel(other.session) == 0  # another visitor cannot stop this job
+            svc.jobs.cancel(v.session)
+
+    with pytest.raises(Cancelled, match="Stopped indexing after"):
+        library_actions.index_uploads(svc, v, files, progress=stop_after_first_batch)
+    with svc.library(svc.shared("mine")) as lib:
+        kept = lib.collection.items()
+        assert 2 <= len(kept) < 10  # the batches committed before the stop
+        on_disk = [f for f in (lib.collection.root / "media").rglob("*.txt")]
+        assert sorted(Path(it.path).name for it in kept) == sorted(f.name for f in on_disk)  # nothing unindexed left
+    with pytest.raises(Cancelled, match="Stopped the evaluation"):
+        lab_actions.evaluate(svc, Visitor(session="stopper", collection=DEMO_NAME), None, ["rrf"],
+                             progress=lambda d, t, s: svc.jobs.cancel("stopper"))
+    assert svc.jobs.cancel("stopper") == 0  # finished jobs leave no flags behind
+    svc.close()

@@ -23,6 +23,7 @@ import numpy as np
 from crossmodal_demo.analysis.bridge import attach_bridges
 from crossmodal_demo.analysis.evaluate import evaluate_qrels
 from crossmodal_demo.analysis.lab import run_lab
+from crossmodal_demo.app.jobs import stoppable
 from crossmodal_demo.app.demo_collection import DEMO_BENCHMARK, DEMO_DATA, DEMO_NAME
 from crossmodal_demo.app.search_actions import as_k, make_query
 from crossmodal_demo.app.visitors import Visitor
@@ -179,8 +180,8 @@ def evaluate(service: Any, visitor: Visitor, qrels_file: Any = None, methods: Se
         RANX_LOCK.release()
     elif progress:
         progress(0, 1, "waiting for the fusion warm-up or another lab run to finish…")
-    with service.library(ref) as lib, RANX_LOCK:
-        doc = evaluate_qrels(lib, path, methods, on_progress=progress, stat_test=stat_test, query_root=root,
+    with service.jobs.track(visitor.session) as flag, service.library(ref) as lib, RANX_LOCK:
+        doc = evaluate_qrels(lib, path, methods, on_progress=stoppable(progress, flag, "the evaluation"), stat_test=stat_test, query_root=root,
                              allow_files=kind == "demo", max_queries=service.config.max_qrels_queries)
     doc.update(benchmark=kind, qrels_name=Path(path).name, qrels=Path(path).name, collection=label)
     visitor.last_eval = doc

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from crossmodal_demo.app import upload_batches
+from crossmodal_demo.app.jobs import stoppable
 from crossmodal_demo.app.search_actions import display_path
 from crossmodal_demo.app.thumbnails import drop_thumbnails
 from crossmodal_demo.app.visitors import Visitor
@@ -72,7 +73,8 @@ def index_uploads(service: Any, visitor: Visitor, files: Sequence[Any] | None, p
     ignored: list[dict[str, str]] = []
     if progress and service.write_lock.locked():
         progress(0, 1, "waiting for another indexing job (e.g. the demo build) to finish…")
-    with service.write_lock, service.library(ref, create=True) as lib:
+    with service.jobs.track(visitor.session) as flag, service.write_lock, service.library(ref, create=True) as lib:
+        progress = stoppable(progress, flag, "indexing")
         batch = upload_batches.begin(lib.collection)
         try:
             for p in paths:
@@ -119,8 +121,8 @@ def index_folder(service: Any, visitor: Visitor, folder: str, progress: Progress
     if not path.is_dir():
         raise UserError(f"No such folder on the server: {path}")
     label, ref = service.write_ref(visitor)
-    with service.write_lock, service.library(ref, create=True) as lib:
-        out = _index(service, lib, [path], progress)
+    with service.jobs.track(visitor.session) as flag, service.write_lock, service.library(ref, create=True) as lib:
+        out = _index(service, lib, [path], stoppable(progress, flag, "indexing"))
         out["ignored"] = [{"path": i, "reason": "not an image, audio or text file"} for i in out["ignored"]]
         out.update(collection=label, counts=lib.collection.counts())
     return out

@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from crossmodal_demo.app import lab_actions, search_actions, upload_batches
+from crossmodal_demo.app.jobs import Jobs
 from crossmodal_demo.app.collections import CollectionRef, OpenCollections
 from crossmodal_demo.app.demo_collection import DEMO_NAME, demo_health, ensure_demo_collection, set_aside
 from crossmodal_demo.app.serving import check_link, item_file, item_link
@@ -85,6 +86,7 @@ class AppService:
         self.collections = OpenCollections(config, config.preset, config.max_open_collections, encoder_overrides)
         self.workspaces = Workspaces(config, self.collections)
         self.write_lock = threading.Lock()  # one writer at a time (uploads, deletes, the demo build)
+        self.jobs = Jobs()  # long jobs a visitor can stop (indexing, evaluation)
         self.build = BuildState()
         self.recovered: list[dict[str, Any]] = []  # interrupted uploads cleaned up at start
         self.leftover_workspaces = 0

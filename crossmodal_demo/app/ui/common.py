@@ -47,6 +47,22 @@ def action(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def stop_button(service: Any, visitor: gr.State, elem_id: str) -> gr.Button:
+    """A "Stop" button that stops the visitor's own running indexing or evaluation at its next step.
+
+    Its own concurrency group, so it runs while the job it stops holds the write or evaluate slot.
+    """
+    btn = gr.Button("Stop", variant="stop", size="sm", elem_id=elem_id, scale=0, min_width=80)
+
+    @action
+    def stop(visitor: Visitor, request: gr.Request) -> None:
+        n = service.jobs.cancel(visitor.session)
+        gr.Info("Stopping at the next step; what is done is kept." if n else "Nothing of yours is running.")
+
+    btn.click(stop, visitor, None, concurrency_id="stop", concurrency_limit=None, **PRIVATE)
+    return btn
+
+
 def dumps(doc: Any) -> str:
     """A JSON document as the text an endpoint returns (gradio_client would treat a dict with "path" as a file)."""
     return json.dumps(doc, ensure_ascii=False, indent=2)

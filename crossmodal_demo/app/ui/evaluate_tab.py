@@ -15,7 +15,7 @@ import pandas as pd
 from crossmodal_demo.app import lab_actions
 from crossmodal_demo.app.lab_actions import evaluation_rows
 from crossmodal_demo.app.service import AppService
-from crossmodal_demo.app.ui.common import BROWSE, PRIVATE, action, dumps, progress_fn
+from crossmodal_demo.app.ui.common import BROWSE, PRIVATE, action, dumps, progress_fn, stop_button
 from crossmodal_demo.app.visitors import Visitor
 from crossmodal_demo.retrieval.fusion import DEFAULT_METHODS, method_names
 
@@ -108,6 +108,7 @@ def build_evaluate_tab(service: AppService, visitor: gr.State) -> None:
                 with gr.Row():
                     eval_btn = gr.Button("Evaluate", variant="primary", elem_id="evaluate-button")
                     demo_btn = gr.Button("Use the demo benchmark", elem_id="demo-benchmark-button")
+                    stop_button(service, visitor, "evaluate-stop")
                 gr.Markdown(
                     "_The demo benchmark (used when no file is uploaded) labels items of the **demo** collection: "
                     "it is only meaningful there. On your own collection, upload your own qrels._"

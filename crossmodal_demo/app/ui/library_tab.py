@@ -14,7 +14,7 @@ import pandas as pd
 from crossmodal_demo.app import library_actions
 from crossmodal_demo.app.serving import item_file
 from crossmodal_demo.app.service import AppService
-from crossmodal_demo.app.ui.common import BROWSE, PRIVATE, WRITE, action, dumps, md_escape, progress_fn, served
+from crossmodal_demo.app.ui.common import BROWSE, PRIVATE, WRITE, action, dumps, md_escape, progress_fn, served, stop_button
 from crossmodal_demo.app.visitors import Visitor
 from crossmodal_demo.ingest.media import AUDIO_EXTS, IMAGE_EXTS, TEXT_EXTS
 
@@ -64,6 +64,7 @@ def build_library_tab(service: AppService, visitor: gr.State) -> dict[str, Any]:
         upload = gr.File(file_count="multiple", file_types=UPLOAD_EXTS, label="Add files: images, audio, .txt/.md notes, captions.csv — or a .zip of them", elem_id="upload-files", height=150)
         with gr.Row():
             index_btn = gr.Button("Index the uploaded files", variant="primary", elem_id="index-button", scale=1)
+            stop_button(service, visitor, "index-stop")
             index_summary = gr.Markdown(elem_id="index-summary")
         folder_allowed = bool(service.config.folder_roots) and not public
         if folder_allowed:
