@@ -5,7 +5,7 @@
 ``p6_concurrency_scaling`` (issue 11; goal ≥ 1.5 on 2 cores): queries/s of 8 client threads searching
 at once ÷ queries/s of one client. Searches run on lock-free FAISS snapshots and pooled SQLite readers,
 so they proceed in parallel (FAISS and BLAS release the GIL); with a lock around the search the ratio
-stays at ~1. The collection holds ~20k (quick: 10k) synthetic items, random unit vectors in the offline
+stays at ~1. The collection holds ~100k (quick: 20k) synthetic items, random unit vectors in the offline
 preset's ``text`` space (384-d); queries are pre-encoded random unit vectors sent through
 ``SearchService.search_vectors`` (target ``any``: every partition of the space, then the items read from
 SQLite), so the ratio measures the store and the search service, not the text encoder (whose model
@@ -69,8 +69,8 @@ def throughput(search, clients: int, seconds: float) -> float:
 
 
 def bench_concurrency(tmp: Path, quick: bool) -> dict[str, float | int | str]:
-    """8-client ÷ 1-client search throughput through SearchService on one ~20k-item collection."""
-    n = 10_000 if quick else 20_000
+    """8-client ÷ 1-client search throughput through SearchService on one ~100k-item collection (quick: 20k)."""
+    n = 20_000 if quick else 100_000
     seconds = 3.0 if quick else 6.0
     cfg = load_config(indexes_dir=tmp / "ix")
     lib = open_library(cfg, "concurrency", preset="offline", create=True)

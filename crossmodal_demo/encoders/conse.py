@@ -251,7 +251,12 @@ class ConSEImage:
         return [self.template.format(n) for n in class_name_texts(self.names)]
 
     def class_vectors(self) -> np.ndarray:
-        """Text embeddings of :meth:`class_texts`, float32 (1000, dim); cached on disk by content key."""
+        """Text embeddings of :meth:`class_texts`, float32 (1000, dim); cached on disk by content key.
+
+        Once loaded they are kept on the encoder: match-strength calibration asks for them on every search.
+        """
+        if self._class_vecs is not None:
+            return self._class_vecs
         texts = self.class_texts()
         key = hashlib.sha256(("\n".join(texts) + self.text_encoder.model_id).encode()).hexdigest()[:16]
         path = self.cache_dir / f"conse-classnames-{key}.npy"
@@ -259,7 +264,8 @@ class ConSEImage:
             try:
                 vecs = np.load(path)
                 if vecs.shape == (1000, self.dim):
-                    return vecs.astype(np.float32)
+                    self._class_vecs = vecs.astype(np.float32)
+                    return self._class_vecs
             except (OSError, ValueError):
                 pass  # a damaged cache is simply recomputed
         vecs = self.text_encoder.encode(texts)  # the text encoder takes its own lock
@@ -268,7 +274,8 @@ class ConSEImage:
         with os.fdopen(fd, "wb") as fh:
             np.save(fh, vecs)
         os.replace(tmp, path)
-        return vecs
+        self._class_vecs = np.asarray(vecs, dtype=np.float32)
+        return self._class_vecs
 
     def probabilities(self, batch: Sequence[Any]) -> np.ndarray:
         """ImageNet class probabilities for RGB PIL images → float32 (n, 1000), averaged over the views."""

@@ -91,12 +91,13 @@ class Calibrator:
     """Match margins for one search: concept-background z for text queries, outlier test for example queries."""
 
     def __init__(self, collection: Collection, encoders: EncoderSet, threshold: float = STRONG_Z,
-                 alpha: float = EXAMPLE_ALPHA) -> None:
+                 alpha: float = EXAMPLE_ALPHA, backgrounds: dict[str, np.ndarray | None] | None = None) -> None:
         self.collection = collection
         self.encoders = encoders
         self.threshold = threshold
         self.alpha = alpha
-        self._backgrounds: dict[str, np.ndarray | None] = {}  # per space, for the life of this calibrator (one search)
+        # per space; pass one dict for the life of an encoder set (the backgrounds depend only on the encoders)
+        self._backgrounds: dict[str, np.ndarray | None] = {} if backgrounds is None else backgrounds
 
     def background(self, space: str) -> np.ndarray | None:
         """Unrelated-concept vectors float32 (M, dim) in ``space`` (None when the space has no text encoder).
@@ -108,7 +109,9 @@ class Calibrator:
         """
         if space in self._backgrounds:
             return self._backgrounds[space]
-        self._backgrounds[space] = self._load_background(space)
+        bg = self._load_background(space)
+        # float64 once here, not per search: the z-scores subtract close numbers
+        self._backgrounds[space] = None if bg is None else np.asarray(bg, dtype=np.float64)
         return self._backgrounds[space]
 
     def _load_background(self, space: str) -> np.ndarray | None:
@@ -124,15 +127,20 @@ class Calibrator:
         bg = self.background(space)
         if bg is None or not scores:
             return {}
+        bulk = getattr(self.collection, "vectors_for", None)  # one read for all hits where the store offers it
+        if callable(bulk):
+            found = bulk([int(i) for i in scores], space, channel)
+        else:
+            found = {int(i): v for i in scores if (v := self.collection.vectors_of(int(i)).get((space, channel))) is not None}
         ids, vecs = [], []
         for i in scores:
-            v = self.collection.vectors_of(int(i)).get((space, channel))
+            v = found.get(int(i))
             if v is not None and v.shape[0] == bg.shape[1]:
                 ids.append(int(i))
                 vecs.append(v)
         if not ids:
             return {}
-        B = bg.astype(np.float64) @ np.stack(vecs).astype(np.float64).T  # (M, n): background score of each item
+        B = bg @ np.stack(vecs).astype(np.float64).T  # (M, n): background score of each item
         mu, sd = B.mean(axis=0), np.maximum(B.std(axis=0), 1e-6)
         return {i: float((scores[i] - m) / s) for i, m, s in zip(ids, mu, sd)}
 
