@@ -78,11 +78,9 @@ def test_3000_query_qrels_refused_quickly(budget_app: App, tmp_path: Path) -> No
     qrels = tmp_path / "q.jsonl"
     qrels.write_text("".join(f'{{"id": "q{i}", "text": "red", "target": "image", "relevant": ["x.png"]}}\n' for i in range(3000)))
     client = client_for(budget_app)
-    for _ in range(2):  # the first call may include the one-time fusion (numba) warm-up the evaluation lock waits for
-        start = time.monotonic()
-        refused(client, "/evaluate", "CROSSMODAL_MAX_QRELS_QUERIES", qrels=handle_file(str(qrels)), methods=["rrf"])
-        took = time.monotonic() - start
-    assert took < 5
+    start = time.monotonic()  # refused before waiting for the fusion lock (warm-up or another lab run may hold it)
+    refused(client, "/evaluate", "CROSSMODAL_MAX_QRELS_QUERIES", qrels=handle_file(str(qrels)), methods=["rrf"])
+    assert time.monotonic() - start < 5
 
 
 def test_590_s_audio_query_refused_from_header(budget_app: App, tmp_path: Path) -> None:

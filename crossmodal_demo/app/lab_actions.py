@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from crossmodal_demo.analysis.bridge import attach_bridges
+from crossmodal_demo.analysis.qrels import parse_qrels
 from crossmodal_demo.analysis.evaluate import evaluate_qrels
 from crossmodal_demo.analysis.lab import run_lab
 from crossmodal_demo.app.jobs import stoppable
@@ -180,9 +181,14 @@ def evaluate(service: Any, visitor: Visitor, qrels_file: Any = None, methods: Se
         RANX_LOCK.release()
     elif progress:
         progress(0, 1, "waiting for the fusion warm-up or another lab run to finish…")
-    with service.jobs.track(visitor.session) as flag, service.library(ref) as lib, RANX_LOCK:
-        doc = evaluate_qrels(lib, path, methods, on_progress=stoppable(progress, flag, "the evaluation"), stat_test=stat_test, query_root=root,
-                             allow_files=kind == "demo", max_queries=service.config.max_qrels_queries)
+    with service.jobs.track(visitor.session) as flag, service.library(ref) as lib:
+        # Budgets (bytes, number of queries) and bad lines are checked before waiting for the fusion lock,
+        # so an oversized file is refused at once even while a lab run or the warm-up holds it.
+        parse_qrels(path, query_root=root, collection=lib.collection, allow_files=kind == "demo",
+                    max_queries=service.config.max_qrels_queries, max_bytes=service.config.max_manifest_bytes)
+        with RANX_LOCK:
+            doc = evaluate_qrels(lib, path, methods, on_progress=stoppable(progress, flag, "the evaluation"), stat_test=stat_test,
+                                 query_root=root, allow_files=kind == "demo", max_queries=service.config.max_qrels_queries)
     doc.update(benchmark=kind, qrels_name=Path(path).name, qrels=Path(path).name, collection=label)
     visitor.last_eval = doc
     return doc
