@@ -38,7 +38,7 @@ from crossmodal_demo.retrieval.query import Query  # noqa: E402
 from crossmodal_demo.index.store import NewItem  # noqa: E402
 from benchmarks.reindex import bench_reindex  # noqa: E402
 from benchmarks.concurrency import bench_concurrency  # noqa: E402
-from benchmarks.startup import bench_startup  # noqa: E402
+from benchmarks.startup import bench_startup, free_port, start_app  # noqa: E402
 from benchmarks.scale import bench_scale  # noqa: E402
 
 
@@ -219,37 +219,6 @@ def bench_ann(n: int, d: int = 512, queries: int = 100) -> dict:
         "p3_bytes_per_vector": ann.bytes_per_vector(approx, d),
         "faiss_threads": faiss.omp_get_max_threads(),
     }
-
-
-def free_port() -> int:
-    """An unused TCP port on 127.0.0.1."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_app(indexes: Path, port: int) -> tuple[object, float]:
-    """Start ``python app.py`` on loopback; returns (process, seconds until it answered HTTP)."""
-    import subprocess
-    import urllib.request
-
-    env = dict(os.environ, CROSSMODAL_INDEXES=str(indexes), CROSSMODAL_PRESET="offline")
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    while time.perf_counter() - t0 < 300:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
-                if r.status == 200:
-                    return proc, time.perf_counter() - t0
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("app did not start within 300 s")
 
 
 def bench_app(tmp: Path, quick: bool) -> dict:
