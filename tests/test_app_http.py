@@ -320,6 +320,7 @@ def test_user_mistakes_come_back_as_their_message(public_app: App) -> None:
     refused(client, "/index_uploads", "Choose one or more files", files=[])
 
 
+@pytest.mark.slow  # ~30 s: a real app.py process loading the real models (the loading state itself: test_browser)
 def test_app_py_serves_first_then_warms_the_models_and_says_so(tmp_path: Path) -> None:
     """``python app.py --public`` answers before the models load, loads them right after in the background, and
     prints its progress (serving at URL, collection ready, models ready) in that order; then one real upload and search."""
