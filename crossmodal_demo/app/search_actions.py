@@ -8,7 +8,6 @@ gallery and cards are built from the server's copy, not from anything the browse
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 from dataclasses import asdict
@@ -26,7 +25,6 @@ from crossmodal_demo.index.store import Collection
 from crossmodal_demo.ingest.media import Audio, load_text, resample
 from crossmodal_demo.retrieval.query import Query, check_k, check_target, check_text
 from crossmodal_demo.retrieval.fusion import search_fusion
-from crossmodal_demo.retrieval.search import SearchService
 
 MAX_K = 50
 
@@ -118,9 +116,8 @@ def _search(service: Any, visitor: Visitor, text: Any, image: Any, audio: Any, t
     vectors = None
     for label, ref in refs:
         with service.library(ref) as lib:
-            # Audio queries have their own, shorter duration limit.
-            cfg = dataclasses.replace(lib.config, max_audio_seconds=service.config.max_query_audio_seconds)
-            svc = SearchService(lib.collection, lib.encoders, cfg, attach_bridges(lib))  # clip: sound → picture
+            attach_bridges(lib)  # clip preset: sound → picture (audio queries have their own limit: AudioLimits.query)
+            svc = lib.search
             if vectors is None:
                 vectors, info = svc.encode_query(query)
             for h in svc.search_vectors(vectors, target, k, fusion=method, modality=info.get("modality")):

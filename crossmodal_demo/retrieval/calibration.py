@@ -40,6 +40,8 @@ and errs towards weak; both assume roughly normal score spreads.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Mapping
 
 import numpy as np
@@ -87,17 +89,22 @@ def is_example(modality: str | None) -> bool:
     return modality is not None and modality != "text"
 
 
+_BACKGROUNDS: "weakref.WeakKeyDictionary[EncoderSet, dict[str, np.ndarray | None]]" = weakref.WeakKeyDictionary()
+_BACKGROUNDS_LOCK = threading.Lock()
+
+
 class Calibrator:
     """Match margins for one search: concept-background z for text queries, outlier test for example queries."""
 
     def __init__(self, collection: Collection, encoders: EncoderSet, threshold: float = STRONG_Z,
-                 alpha: float = EXAMPLE_ALPHA, backgrounds: dict[str, np.ndarray | None] | None = None) -> None:
+                 alpha: float = EXAMPLE_ALPHA) -> None:
         self.collection = collection
         self.encoders = encoders
         self.threshold = threshold
         self.alpha = alpha
-        # per space; pass one dict for the life of an encoder set (the backgrounds depend only on the encoders)
-        self._backgrounds: dict[str, np.ndarray | None] = {} if backgrounds is None else backgrounds
+        # per space, shared by every search with these encoders (a background depends only on them)
+        with _BACKGROUNDS_LOCK:
+            self._backgrounds: dict[str, np.ndarray | None] = _BACKGROUNDS.setdefault(encoders, {})
 
     def background(self, space: str) -> np.ndarray | None:
         """Unrelated-concept vectors float32 (M, dim) in ``space`` (None when the space has no text encoder).

@@ -80,7 +80,6 @@ class SearchService:
         self.encoders = encoders
         self.config = config
         self.extra_sources = list(extra_sources)
-        self._backgrounds: dict[str, np.ndarray | None] = {}  # calibration backgrounds, loaded once per space
 
     def encode_query(self, query: Query) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Query → ({space: float32 (dim,)}, description); raises UserError for unusable queries."""
@@ -174,7 +173,7 @@ class SearchService:
             ranked = sorted(fused, key=lambda t: (-t[1], t[0]))  # ties by doc id string, as fusion._sorted
         ranked = ranked[:k]
         items = self.collection.get_many([int(d) for d, _, _ in ranked])
-        calib = Calibrator(self.collection, self.encoders, backgrounds=self._backgrounds)
+        calib = Calibrator(self.collection, self.encoders)
         z = calib.strengths(lists, [int(d) for d, _, _ in ranked], modality)
         ranks = {name: {d: r for r, d in enumerate(lst, start=1)} for name, lst in lists.items()}
         hits = []
