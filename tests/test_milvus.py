@@ -6,6 +6,7 @@ Skipped when pymilvus / milvus-lite are not installed (``pip install -r requirem
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -21,7 +22,7 @@ pytest.importorskip("milvus_lite")
 from crossmodal_demo.cli.main import main  # noqa: E402
 from crossmodal_demo.config import load_config  # noqa: E402
 from crossmodal_demo.index.milvus import MilvusCollection  # noqa: E402
-from crossmodal_demo.index.protocol import create_collection, open_collection  # noqa: E402
+from crossmodal_demo.index.protocol import collection_names, create_collection, open_collection  # noqa: E402
 from crossmodal_demo.index.schema import NewItem  # noqa: E402
 from crossmodal_demo.retrieval.library import open_library  # noqa: E402
 from crossmodal_demo.retrieval.query import Query  # noqa: E402
@@ -136,6 +137,13 @@ def test_two_processes_on_one_server_uri_see_the_same_items(tmp_path: Path) -> N
         assert run(str(tmp_path / "a"), 5, 1) == 5
         assert run(str(tmp_path / "b"), 3, 2) == 8
         assert run(str(tmp_path / "a"), 0, 3) == 8
+        # A replica whose indexes folder is empty finds the collection on the server (its registry) and reads it.
+        out = subprocess.run([sys.executable, "-m", "crossmodal_demo", "list", "--collection", "shared", "--indexes-dir",
+                              str(tmp_path / "c"), "--json"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                             env=dict(os.environ, CROSSMODAL_MILVUS_URI=uri))
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert json.loads(out.stdout)["counts"]["total"] == 8
+        assert collection_names(load_config(indexes_dir=tmp_path / "d", milvus_uri=uri)) == ["shared"]
     finally:
         server.terminate()
         server.wait(timeout=30)

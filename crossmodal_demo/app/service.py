@@ -35,7 +35,8 @@ from crossmodal_demo.app.workspaces import Workspaces
 from crossmodal_demo.config import Config
 from crossmodal_demo.encoders.base import Encoder
 from crossmodal_demo.errors import UserError
-from crossmodal_demo.index.store import check_name, collection_names
+from crossmodal_demo.index.protocol import collection_names
+from crossmodal_demo.index.store import check_name
 from crossmodal_demo.ingest.media import Audio
 from crossmodal_demo.retrieval.library import Library
 
@@ -117,13 +118,13 @@ class AppService:
         if health == "damaged":
             moved = set_aside(self.config.indexes_dir)
             log.warning("the demo collection was damaged; moved it to %s and rebuilding", moved)
-        for name in collection_names(self.config.indexes_dir):
+        for name in collection_names(self.config):
             with self.collections.use(self.shared(name)) as lib:
                 self.recovered += upload_batches.recover(lib.collection)
         if health != "ok":
             self.build = BuildState(state="building", reason=health)
             self._spawn(self._build_demo, "demo-build", background)
-        elif self.default_collection not in collection_names(self.config.indexes_dir):
+        elif self.default_collection not in collection_names(self.config):
             with self.collections.use(self.shared(self.default_collection), create=True):
                 pass  # --collection NAME that does not exist yet: created empty
         if warm:
@@ -212,7 +213,7 @@ class AppService:
         iid = check_link(self.secret, kind, name, item_id, sig)
         if iid is None:
             return None
-        ref = self.workspaces.find(name) if kind == "w" else self.shared(name) if name in collection_names(self.config.indexes_dir) else None
+        ref = self.workspaces.find(name) if kind == "w" else self.shared(name) if name in collection_names(self.config) else None
         if ref is None:
             return None
         try:
@@ -246,7 +247,7 @@ class AppService:
 
     def shared_names(self) -> list[str]:
         """Collections a visitor may see besides their workspace: all (local) or the default one (public)."""
-        names = collection_names(self.config.indexes_dir)
+        names = collection_names(self.config)
         return [n for n in names if n == self.default_collection] if self.public else names
 
     def active_name(self, visitor: Visitor) -> str:
@@ -309,7 +310,7 @@ class AppService:
         """Create an empty collection and make it this visitor's active one (local mode)."""
         self._local_only("Creating collections")
         name = check_name((name or "").strip())
-        if name in collection_names(self.config.indexes_dir):
+        if name in collection_names(self.config):
             raise UserError(f"Collection {name!r} already exists; pick it in the list to switch to it.")
         with self.write_lock, self.library(self.shared(name), create=True):
             pass
@@ -319,7 +320,7 @@ class AppService:
     def switch_collection(self, visitor: Visitor, name: str) -> Visitor:
         """Make ``name`` this visitor's active collection (local mode; other visitors are not affected)."""
         self._local_only("Switching collections")
-        names = collection_names(self.config.indexes_dir)
+        names = collection_names(self.config)
         if not name or name not in names:
             raise UserError(f"Unknown collection {name!r}. Available: {', '.join(names) or 'none yet'}.")
         visitor.collection = name

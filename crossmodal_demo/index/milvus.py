@@ -14,7 +14,8 @@ the item row last; a remove deletes the item row first. Readers only return item
 when the file is indexed again. Item ids are derived from the content hash (52 bits, exact in
 JavaScript too), so processes adding at once need no id counter; a rare clash takes the next free id.
 
-``<indexes>/<name>/`` keeps ``manifest.json`` (``store: milvus``, the URI) and the app's media/ and thumbs/.
+``<indexes>/<name>/`` keeps ``manifest.json`` (``store: milvus``, the URI) and the app's media/ and thumbs/;
+the manifest is also registered in the Milvus itself (``milvus_registry``), so other processes find the collection.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import numpy as np
 
 from crossmodal_demo.errors import UserError
 from crossmodal_demo.index.milvus_conn import connect, disconnect, is_lite, resolve_uri
+from crossmodal_demo.index.milvus_registry import register
 from crossmodal_demo.index.schema import SCHEMA_VERSION, IndexKey, Item, NewItem, atomic_write_bytes, check_name
 
 CHANNELS = ("content", "caption")
@@ -77,7 +79,9 @@ class MilvusCollection:
         full = {"schema_version": SCHEMA_VERSION, "name": check_name(name), "created_at": time.time(), **manifest,
                 "store": "milvus", "milvus_uri": resolve_uri(uri, root), "milvus_prefix": _prefix(name)}
         atomic_write_bytes(root / "manifest.json", json.dumps(full, indent=2).encode())
-        return cls(root, full, policy)
+        coll = cls(root, full, policy)
+        register(coll._client, coll.uri, full)  # other processes on this URI find it (milvus_registry)
+        return coll
 
     def check_compatible(self, manifest: dict[str, Any]) -> None:
         """Refuse to mix encoders (same rule and message as the SQLite store)."""

@@ -9,6 +9,9 @@ remembered in its ``manifest.json`` (``"store"``), so opening never needs to be 
 from __future__ import annotations
 
 import json
+import logging
+import threading
+import time
 from pathlib import Path
 from typing import Any, Iterable, Protocol
 
@@ -16,9 +19,18 @@ import numpy as np
 
 from crossmodal_demo.config import Config
 from crossmodal_demo.index.faiss_index import policy_for
+from crossmodal_demo.errors import UserError
 from crossmodal_demo.index.milvus import MilvusCollection
-from crossmodal_demo.index.schema import IndexKey, Item, NewItem, check_name
+from crossmodal_demo.index.milvus_conn import is_lite
+from crossmodal_demo.index.milvus_registry import registered
+from crossmodal_demo.index.schema import IndexKey, Item, NewItem, atomic_write_bytes, check_name
+from crossmodal_demo.index.schema import collection_names as local_collection_names
 from crossmodal_demo.index.store import Collection
+
+log = logging.getLogger(__name__)
+ADOPT_EVERY_S = 5.0  # how stale another replica's new collection may be in this process's lists
+_adopted_at: dict[tuple[str, str], float] = {}  # (indexes folder, URI) → when its registry was last read
+_adopt_lock = threading.Lock()
 
 
 class Store(Protocol):
@@ -96,10 +108,53 @@ def stored_kind(indexes_dir: Path, name: str) -> str | None:
         return None  # missing or unreadable: the SQLite store's open reports the details
 
 
+def adopt_registered(config: Config, force: bool = False) -> list[str]:
+    """With a Milvus *server* URI configured (``config.milvus_uri``): write the local manifest of every collection
+    registered on that server that the indexes folder lacks, so it lists and opens like one made here (another
+    app replica or machine made it). The registry is read at most every ``ADOPT_EVERY_S`` s unless ``force``.
+    Returns the names adopted; an unreachable server is logged and adopts nothing (local collections still work)."""
+    uri = config.milvus_uri
+    if not uri or is_lite(uri):  # a Lite file serves one process at a time: nothing to share
+        return []
+    key = (str(Path(config.indexes_dir).resolve()), uri)
+    with _adopt_lock:
+        if not force and time.monotonic() - _adopted_at.get(key, -ADOPT_EVERY_S) < ADOPT_EVERY_S:
+            return []
+        _adopted_at[key] = time.monotonic()
+        try:
+            found = registered(uri)
+        except UserError as exc:
+            log.warning("could not list the collections on Milvus %s: %s", uri, exc)
+            return []
+        adopted = []
+        for name, manifest in sorted(found.items()):
+            try:
+                check_name(name)  # a name becomes a folder: the registry is data, not trusted as a path
+            except UserError:
+                continue
+            root = Path(config.indexes_dir) / name
+            if (root / "manifest.json").exists():
+                continue
+            root.mkdir(parents=True, exist_ok=True)
+            manifest = {**manifest, "name": name, "store": "milvus", "milvus_uri": uri}  # reached by *this* URI
+            atomic_write_bytes(root / "manifest.json", json.dumps(manifest, indent=2).encode())
+            adopted.append(name)
+        return adopted
+
+
+def collection_names(config: Config) -> list[str]:
+    """Names of the collections this process can open: the indexes folder's, plus those registered on the
+    configured Milvus server (:func:`adopt_registered`), sorted."""
+    adopt_registered(config)
+    return local_collection_names(config.indexes_dir)
+
+
 def open_collection(config: Config, name: str, read_only: bool | None = None) -> Store:
     """Open existing collection ``name`` with the store its manifest records (``read_only``: SQLite store only;
-    Milvus access rights are the server's)."""
-    if stored_kind(config.indexes_dir, check_name(name)) == "milvus":
+    Milvus access rights are the server's); one only registered on the configured Milvus server is adopted first."""
+    if stored_kind(config.indexes_dir, check_name(name)) is None:
+        adopt_registered(config, force=True)
+    if stored_kind(config.indexes_dir, name) == "milvus":
         root = Path(config.indexes_dir) / name
         return MilvusCollection(root, json.loads((root / "manifest.json").read_text()), policy_for(config))
     return Collection.open(config.indexes_dir, name, policy_for(config), read_only)
@@ -109,6 +164,8 @@ def create_collection(config: Config, name: str, manifest: dict[str, Any]) -> St
     """Create collection ``name`` in the configured store (``config.store``, ``config.milvus_uri``), or open
     it if it exists (its recorded store wins) and check its encoders match ``manifest``."""
     if stored_kind(config.indexes_dir, check_name(name)) is None and config.store == "milvus":
+        adopt_registered(config, force=True)  # made by another process on this server: open that one
+    if stored_kind(config.indexes_dir, name) is None and config.store == "milvus":
         return MilvusCollection.create(Path(config.indexes_dir) / name, name, manifest, config.milvus_uri, policy_for(config))
     if stored_kind(config.indexes_dir, name) == "milvus":
         coll = open_collection(config, name)
@@ -117,4 +174,4 @@ def create_collection(config: Config, name: str, manifest: dict[str, Any]) -> St
     return Collection.create(config.indexes_dir, name, manifest, policy_for(config))
 
 
-__all__ = ["Store", "create_collection", "open_collection", "stored_kind"]
+__all__ = ["Store", "adopt_registered", "collection_names", "create_collection", "open_collection", "stored_kind"]
