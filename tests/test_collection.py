@@ -388,6 +388,26 @@ def test_database_damaged_in_the_middle_is_refused_with_advice(tmp_path: Path) -
     assert "\n" not in str(err.value)
 
 
+def test_large_database_opens_without_reading_it_all_and_damage_is_reported_when_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from crossmodal_demo.index import sqlite_db
+
+    synthetic(tmp_path, n=400, dim=64).close()
+    db = tmp_path / "syn" / "items.sqlite"
+    pages = db.stat().st_size // 4096
+    with open(db, "r+b") as fh:  # garbage over the second half: item rows, vectors, index pages
+        fh.seek(4096 * (pages // 2))
+        fh.write(np.random.default_rng(0).integers(0, 256, 4096 * (pages - pages // 2), dtype=np.uint8).tobytes())
+    conn = sqlite3.connect(db)
+    size = db.stat().st_size
+    assert sqlite_db.quick_check(conn, size)  # small (under 256 MB): every page read, the damage found
+    monkeypatch.setattr(sqlite_db, "FULL_CHECK_MAX_BYTES", size - 1)
+    assert sqlite_db.quick_check(conn, size) is None  # large: the schema only (minutes saved on a 4 GB file)
+    conn.close()
+    with pytest.raises(UserError, match=r"is damaged.*Move it aside") as err:  # found by the first read that meets it
+        Collection.open(tmp_path, "syn").items()
+    assert "\n" not in str(err.value)
+
+
 def test_full_disk_while_adding_is_one_fatal_line_and_keeps_what_was_committed(tmp_path: Path) -> None:
     coll = synthetic(tmp_path)
     pages = coll._db.execute("PRAGMA page_count").fetchone()[0]

@@ -75,7 +75,7 @@ class Collection(CollectionReads):
                 with sq.disk_faults(self.name, root):
                     self._db = sq.connect_writer(path)
             with self._readers.reader() as db:
-                problem = sq.quick_check(db)
+                problem = sq.quick_check(db, path.stat().st_size if path.exists() else 0)
             if problem:
                 raise sq.damaged(self.name, root, problem)
             if self._db is not None:
