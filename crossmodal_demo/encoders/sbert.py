@@ -17,7 +17,9 @@ from crossmodal_demo.vectors import l2_normalise
 def load_sentence_transformer(model: str, device: str = "cpu") -> Any:
     """Load (once per process) a SentenceTransformer from a local folder or a hub id."""
     from sentence_transformers import SentenceTransformer  # lazy: heavy (torch)
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per load would clutter the CLI's stderr
     local = os.path.isdir(model)
     # A bundled folder must never reach for the hub, even for a missing optional file.
     return SentenceTransformer(model, device=device, local_files_only=local)
