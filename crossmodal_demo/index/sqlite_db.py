@@ -35,11 +35,19 @@ def folder_is_read_only(root: Path) -> bool:
     return not os.access(root, os.W_OK) or (db.exists() and not os.access(db, os.W_OK))
 
 
+# The writer's page cache. Every add inserts into the content-hash index at a random place; at 1M items that
+# index is ~90 MB, and with SQLite's default 2 MB cache each insert re-read a leaf from the OS (from disk once
+# the OS evicted it): 152 µs per item at 1M vs 116 µs with this cache. It grows only as pages are touched.
+WRITER_CACHE_MB = 256
+
+
 def connect_writer(db: Path) -> sqlite3.Connection:
-    """The collection's one writing connection: WAL, synchronous=FULL, foreign keys, a 30 s busy timeout."""
+    """The collection's one writing connection: WAL, synchronous=FULL, foreign keys, a 30 s busy timeout,
+    a ``WRITER_CACHE_MB`` page cache."""
     conn = sqlite3.connect(db, check_same_thread=False, isolation_level=None)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_MB * 1024}")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
