@@ -178,14 +178,15 @@ sys.exit(main(sys.argv[1:], encoders=encoders))
 """
 
 
-def kill_trial(tmp_path: Path, target: int) -> None:
-    """Index 400 notes in a subprocess, SIGKILL it once ``target`` items are committed, then check."""
+def kill_trial(tmp_path: Path, target: int, extra: tuple[str, ...] = ()) -> None:
+    """Index 400 notes in a subprocess (``index`` arguments ``extra`` added), SIGKILL it once ``target`` items
+    are committed, then check."""
     notes = tmp_path / "notes"
     _make_notes(notes, 400)
     env = dict(os.environ, CROSSMODAL_INDEXES=str(tmp_path / "ix"), CROSSMODAL_BATCH_SIZE="8")
     log = tmp_path / "indexer.log"
     proc = subprocess.Popen(
-        [sys.executable, "-c", INDEXER, "index", str(notes), "--collection", "k"],
+        [sys.executable, "-c", INDEXER, "index", str(notes), "--collection", "k", *extra],
         env=env,
         cwd=Path(__file__).resolve().parent.parent,
         stdout=subprocess.DEVNULL,

@@ -18,6 +18,7 @@ from crossmodal_demo.index.ray_engine import index_paths_ray  # noqa: E402
 from crossmodal_demo.retrieval.library import open_library  # noqa: E402
 from crossmodal_demo.retrieval.query import Query  # noqa: E402
 from tests.fakes import fake_overrides, write_fake_corpus  # noqa: E402
+from tests.test_collection import kill_trial  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 
@@ -59,3 +60,9 @@ def test_ray_engine_gives_the_local_engines_items_vectors_and_problems(tmp_path:
     for r, l in zip(rh, lh):  # the same ranking; ties are ordered by id, and the engines commit in different orders
         assert [h[1] for h in r] == [h[1] for h in l]
         assert [h for h in r if [o[1] for o in r].count(h[1]) == 1] == [h for h in l if [o[1] for o in l].count(h[1]) == 1]
+
+
+@pytest.mark.slow  # Ray start-up in a subprocess: ~30 s on 2 cores
+def test_kill_9_mid_ray_indexing_leaves_a_consistent_collection(tmp_path: Path) -> None:
+    """The driver of ``index --engine ray`` killed after 40 commits: the collection is consistent and resumes."""
+    kill_trial(tmp_path, 40, ("--engine", "ray"))
