@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -130,24 +132,31 @@ def test_text_bridge_recovers_a_known_rotation_of_clap_text(tiny_config) -> None
     assert np.abs(b.map_source(X) - X @ R).max() < 1e-3 and b.quality["recall@1"] == 1.0
 
 
-def test_sound_finds_pictures_through_the_bridge_in_search_and_lab(tiny_config, tmp_path) -> None:
+def bridged_clip_library(config, media: Path, wav: Path):
+    """A clip-preset library (tiny checkpoints) on three colour pictures in ``media``, and a 200 Hz tone written
+    to ``wav`` (indexed only when it lies in ``media``). Whisper is not under test: a fake transcript encoder."""
     import soundfile as sf
 
-    from crossmodal_demo.analysis.bridge import AUDIO_TO_IMAGE, attach_bridges
-    from crossmodal_demo.analysis.lab import run_lab
     from crossmodal_demo.index.pipeline import index_paths
     from crossmodal_demo.retrieval.library import open_library
-    from crossmodal_demo.retrieval.query import Query
     from tests.fakes import FakeAudio, colour_image, tone
 
-    media = tmp_path / "media"
     media.mkdir()
     for c in ("red", "green", "blue"):
         colour_image(c).save(media / f"{c}.png")
-    sf.write(media / "low.wav", tone(200.0), 16000)
-    # Whisper is not under test here: a fake transcript encoder stands in for it
-    lib = open_library(tiny_config, "bridged", preset="clip", create=True, overrides={"whisper-transcript": FakeAudio()})
-    index_paths(lib.collection, lib.encoders, [media], tiny_config)
+    sf.write(wav, tone(200.0), 16000)
+    lib = open_library(config, "bridged", preset="clip", create=True, overrides={"whisper-transcript": FakeAudio()})
+    index_paths(lib.collection, lib.encoders, [media], config)
+    return lib
+
+
+def test_sound_finds_pictures_through_the_bridge_in_search_and_lab(tiny_config, tmp_path) -> None:
+    from crossmodal_demo.analysis.bridge import AUDIO_TO_IMAGE, attach_bridges
+    from crossmodal_demo.analysis.lab import run_lab
+    from crossmodal_demo.retrieval.query import Query
+
+    media = tmp_path / "media"
+    lib = bridged_clip_library(tiny_config, media, media / "low.wav")
     assert all(len(it.labels) == 5 for it in lib.collection.items())  # zero-shot CLIP / CLAP (sound) tags at index time
     (src,) = attach_bridges(lib)
     assert attach_bridges(lib) == [src] and len(lib.extra_sources) == 1  # attached once
@@ -165,22 +174,11 @@ def test_cli_search_fuses_the_bridge_in_for_a_clip_library(tiny_config, tmp_path
     through ``clap→clip/content`` with no extra call (the library layer cannot import analysis; the CLI does)."""
     import json
 
-    import soundfile as sf
-
     from crossmodal_demo.analysis.bridge import AUDIO_TO_IMAGE
     from crossmodal_demo.cli.main import main
-    from crossmodal_demo.index.pipeline import index_paths
-    from crossmodal_demo.retrieval.library import open_library
-    from tests.fakes import FakeAudio, colour_image, tone
+    from tests.fakes import FakeAudio
 
-    media = tmp_path / "media"
-    media.mkdir()
-    for c in ("red", "green", "blue"):
-        colour_image(c).save(media / f"{c}.png")
-    sf.write(tmp_path / "low.wav", tone(200.0), 16000)
-    lib = open_library(tiny_config, "bridged", preset="clip", create=True, overrides={"whisper-transcript": FakeAudio()})
-    index_paths(lib.collection, lib.encoders, [media], tiny_config)
-    lib.collection.close()
+    bridged_clip_library(tiny_config, tmp_path / "media", tmp_path / "low.wav").collection.close()
     for var, value in {"CROSSMODAL_CLIP_MODEL": tiny_config.clip_model, "CROSSMODAL_CLIP_PRETRAINED": tiny_config.clip_pretrained,
                        "CROSSMODAL_CLAP_MODEL": tiny_config.clap_model, "CROSSMODAL_DEVICE": "cpu",
                        "CROSSMODAL_CACHE": str(tiny_config.cache_dir)}.items():
