@@ -152,9 +152,11 @@ def collection_names(config: Config) -> list[str]:
 def open_collection(config: Config, name: str, read_only: bool | None = None) -> Store:
     """Open existing collection ``name`` with the store its manifest records (``read_only``: SQLite store only;
     Milvus access rights are the server's); one only registered on the configured Milvus server is adopted first."""
-    if stored_kind(config.indexes_dir, check_name(name)) is None:
+    kind = stored_kind(config.indexes_dir, check_name(name))
+    if kind is None:
         adopt_registered(config, force=True)
-    if stored_kind(config.indexes_dir, name) == "milvus":
+        kind = stored_kind(config.indexes_dir, name)  # (re-read: another thread may have adopted it)
+    if kind == "milvus":
         root = Path(config.indexes_dir) / name
         return MilvusCollection(root, json.loads((root / "manifest.json").read_text()), policy_for(config))
     return Collection.open(config.indexes_dir, name, policy_for(config), read_only)
@@ -163,11 +165,13 @@ def open_collection(config: Config, name: str, read_only: bool | None = None) ->
 def create_collection(config: Config, name: str, manifest: dict[str, Any]) -> Store:
     """Create collection ``name`` in the configured store (``config.store``, ``config.milvus_uri``), or open
     it if it exists (its recorded store wins) and check its encoders match ``manifest``."""
-    if stored_kind(config.indexes_dir, check_name(name)) is None and config.store == "milvus":
+    kind = stored_kind(config.indexes_dir, check_name(name))
+    if kind is None and config.store == "milvus":
         adopt_registered(config, force=True)  # made by another process on this server: open that one
-    if stored_kind(config.indexes_dir, name) is None and config.store == "milvus":
-        return MilvusCollection.create(Path(config.indexes_dir) / name, name, manifest, config.milvus_uri, policy_for(config))
-    if stored_kind(config.indexes_dir, name) == "milvus":
+        kind = stored_kind(config.indexes_dir, name)
+        if kind is None:
+            return MilvusCollection.create(Path(config.indexes_dir) / name, name, manifest, config.milvus_uri, policy_for(config))
+    if kind == "milvus":
         coll = open_collection(config, name)
         coll.check_compatible(manifest)
         return coll
